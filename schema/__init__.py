@@ -56,7 +56,7 @@ def build_schema(settings: Any = None) -> ParleySchema:
     suggestions = True
     if settings is not None:
         extensions = [
-            MaxTokensLimiter(max_token_count=settings.max_tokens),
+            lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             operation_limits(settings),
         ]
         suggestions = settings.flag("field_suggestions_enabled")

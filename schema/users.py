@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
 
 import strawberry
+from sqlalchemy import select
 
 from db import models
 from schema import ids
@@ -50,5 +50,8 @@ class User:
 @strawberry.type
 class Query:
     @strawberry.field
-    async def me(self, info: strawberry.Info[Any, Any]) -> User:
-        raise NotImplementedError
+    async def me(self, info: strawberry.Info) -> User:
+        viewer = info.context.require_viewer()
+        async with info.context.db.session() as session:
+            row = (await session.execute(select(models.User).where(models.User.id == viewer.user_id))).scalar_one()
+        return User.from_row(row)

@@ -1,0 +1,73 @@
+"""Fast test data: users with live sessions and access tokens, without argon2 per user.
+
+The accounts tests exercise the real register/login path; everything else uses this to
+get signed-in users quickly. Rows go through the same models and the same token code.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from auth import tokens
+from db import models
+from schema import ids
+
+_counter = itertools.count(1)
+# A real argon2id hash of "correct horse battery", computed once per process.
+_PASSWORD = "correct horse battery"
+_HASH: str | None = None
+
+
+@dataclass
+class TestUser:
+    id: int
+    username: str
+    token: str
+    session_id: int
+    password: str = _PASSWORD
+
+    @property
+    def gid(self) -> str:
+        return ids.encode("User", self.id)
+
+
+async def _hash() -> str:
+    global _HASH
+    if _HASH is None:
+        from auth.passwords import hash_password
+
+        _HASH = await hash_password(_PASSWORD)
+    return _HASH
+
+
+async def create_user(app: Any, username: str | None = None, *, admin: bool = False, display_name: str | None = None) -> TestUser:
+    services = app.state.parley.services
+    settings = services.settings
+    name = username or f"user{next(_counter)}"
+    now = datetime.now(UTC)
+    async with services.db.writer() as session, session.begin():
+        user = models.User(
+            username=name, username_key=name.casefold(), display_name=display_name or name.title(),
+            password_hash=await _hash(), is_admin=admin, created_at=now,
+        )
+        session.add(user)
+        await session.flush()
+        auth_session = models.AuthSession(
+            user_id=user.id, created_at=now, last_active_at=now,
+            expires_at=now + timedelta(seconds=settings.session_absolute_ttl_seconds),
+            refresh_hash=tokens.refresh_digest(tokens.new_refresh_token()),
+        )
+        session.add(auth_session)
+        await session.flush()
+        user_id, session_id = user.id, auth_session.id
+    token, _ = tokens.mint_access_token(
+        settings.secret_key, user_id=user_id, session_id=session_id,
+        ttl=settings.access_token_ttl_seconds, issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+    )
+    return TestUser(id=user_id, username=name, token=token, session_id=session_id)
+
+
+async def create_users(app: Any, count: int, prefix: str = "user") -> list[TestUser]:
+    return [await create_user(app, f"{prefix}{next(_counter)}") for _ in range(count)]

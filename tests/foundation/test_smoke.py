@@ -1,0 +1,20 @@
+from tests.conftest import error_code
+from tests.factories import create_user
+
+
+async def test_me_with_token(app, gql):
+    alice = await create_user(app, "alice")
+    data = await gql.ok("{ me { id username } }", token=alice.token)
+    assert data["me"] == {"id": alice.gid, "username": "alice"}
+
+
+async def test_me_without_token_is_unauthenticated(gql):
+    err = await gql.error("{ me { id } }")
+    assert error_code(err) == "UNAUTHENTICATED"
+
+
+async def test_tampered_token(app, gql):
+    alice = await create_user(app, "alice")
+    err = await gql.error("{ me { id } }", token=alice.token[:-2] + "xx")
+    assert error_code(err) == "UNAUTHENTICATED"
+    assert err["message"] == "invalid token"
