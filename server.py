@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from strawberry.types.graphql import OperationType
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -27,6 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.http.ides import get_graphql_ide_html
+from strawberry.types.graphql import OperationType
 
 from auth import authenticate as auth_authenticate
 from auth.perimeter import GRAPHIQL_CSP, SecurityHeaders, client_address
@@ -63,7 +63,9 @@ def _wants_graphql_response(request: Request) -> bool:
     return GRAPHQL_RESPONSE in request.headers.get("accept", "")
 
 
-def _json_response(request: Request, payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def _json_response(
+    request: Request, payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else JSON
     return Response(orjson.dumps(payload), status_code=status, media_type=media, headers=headers)
 
@@ -145,12 +147,18 @@ class GraphQLHTTP:
         except AppError as exc:
             return _refusal(request, exc, 400)
 
-        context = await self.context(request, address)
-        results = [await self.execute(request, context, p, allowed) for p in params]
+        try:
+            context = await self.context(request, address)
+            results = [await self.execute(request, context, p, allowed) for p in params]
+        finally:
+            for p in params:  # multipart: the uploads' temp files (storage.wiring)
+                if p.get("cleanup") is not None:
+                    await p["cleanup"]()
         if isinstance(params, _Batch):
             return _json_response(request, [r for r, _ in results])
         payload, status = results[0]
-        return _json_response(request, payload, status)
+        allow = {"Allow": "POST"} if status == 405 else None  # RFC 9110: a 405 names what works
+        return _json_response(request, payload, status, allow)
 
     def _get_params(self, request: Request) -> dict[str, Any]:
         raw: dict[str, Any] = dict(request.query_params)
@@ -328,11 +336,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return
         await state.ws_handler(websocket)
 
-    async def files_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    async def files_endpoint(request: Request) -> Response:
+        # A Request endpoint: Route calls plain functions as endpoint(request).
         if state.file_endpoint is None:
-            await Response(status_code=404)(scope, receive, send)
-            return
-        await state.file_endpoint(scope, receive, send)
+            return Response(status_code=404)
+        return await state.file_endpoint(request)  # storage.http.make_file_endpoint
 
     graphql = GraphQLHTTP(state)
     routes = [
@@ -439,7 +447,11 @@ def main(argv: list[str] | None = None) -> int:
         password = args.password or os.environ.get("PARLEY_ADMIN_PASSWORD")
         if password is None and sys.stdin.isatty():
             password = getpass.getpass("Password for a new admin (ignored if the user exists): ")
-        print(asyncio.run(_create_admin(settings, args.username, password)))
+        try:
+            print(asyncio.run(_create_admin(settings, args.username, password)))
+        except AppError as exc:
+            print(f"create-admin: {exc.message}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -103,7 +103,9 @@ class Settings:
     signed_url_ttl_seconds: int = 600
     pending_upload_ttl_seconds: int = 24 * 3600
     deleted_file_grace_seconds: int = 3600
-    cleanup_interval_seconds: int = 600
+    orphan_file_grace_seconds: int = 3600  # stored files without a row, and stale temp files
+    max_attachments_per_message: int = 10
+    cleanup_interval_seconds: int = 600  # 0: no periodic file cleanup in this process
     allowed_upload_types: tuple[str, ...] = (
         "image/jpeg", "image/png", "image/gif", "image/webp",
         "audio/mpeg", "audio/wav", "audio/ogg", "video/mp4", "video/webm",
@@ -230,4 +232,4 @@ def settings_table() -> list[tuple[str, str]]:
     return [(f.name.upper(), repr(getattr(defaults, f.name))) for f in fields(Settings)]
 
 
-__all__ = ["Settings", "SettingsError", "settings_table", "field"]
+__all__ = ["Settings", "SettingsError", "field", "settings_table"]

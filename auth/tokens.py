@@ -1,11 +1,12 @@
 """Access tokens (JWT) and refresh tokens (opaque, stored hashed).
 
 Access: HS256 with sub, sid, jti, iat, exp, iss, aud; verification pins the algorithm
-and requires every claim. Refresh: 256 random bits, single use; only a SHA-256 digest
-is stored.
+and requires every claim. Refresh: 256 random bits plus the session id and rotation
+generation under a MAC, single use; only a SHA-256 digest is stored.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -67,27 +68,61 @@ def decode_access_token(secret: str, token: str, *, issuer: str, audience: str) 
 
 
 def new_refresh_token() -> str:
-    return secrets.token_urlsafe(32)  # 256 bits
+    """256 random bits, URL-safe (the secret part of a refresh token)."""
+    return secrets.token_urlsafe(32)
+
+
+def _refresh_mac(secret: str, body: str) -> str:
+    digest = hmac.new(secret.encode(), b"refresh:" + body.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
+
+
+def mint_refresh_token(secret: str, session_id: int, generation: int) -> str:
+    """`<session id>.<generation>.<256 random bits>.<MAC>`: opaque to clients.
+
+    Naming the session and generation (authenticated by the MAC, so nobody can forge
+    one) lets the server recognise ANY earlier token of a session, not only the one
+    just replaced, and revoke the session when one is presented again.
+    """
+    body = f"{session_id}.{generation}.{new_refresh_token()}"
+    return f"{body}.{_refresh_mac(secret, body)}"
+
+
+def parse_refresh_token(secret: str, token: str) -> tuple[int, int] | None:
+    """(session id, generation) of a token this server minted, else None."""
+    parts = token.split(".")
+    if len(parts) != 4 or len(token) > 200:
+        return None
+    session_id, generation, random_part, mac = parts
+    if not (session_id.isdigit() and generation.isdigit()) or len(session_id) > 19 or len(generation) > 12:
+        return None
+    expected = _refresh_mac(secret, f"{session_id}.{generation}.{random_part}")
+    if not random_part or not hmac.compare_digest(mac, expected):
+        return None
+    return int(session_id), int(generation)
 
 
 def refresh_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _pad(old_token: str, secret: str) -> bytes:
-    return hmac.new(secret.encode(), b"grace:" + old_token.encode(), hashlib.sha256).digest()
+def _keystream(old_token: str, secret: str, length: int) -> bytes:
+    """HMAC-SHA256 in counter mode, keyed by the server secret and the old token."""
+    blocks = []
+    for counter in range(length // 32 + 1):
+        blocks.append(
+            hmac.new(secret.encode(), b"grace:%d:" % counter + old_token.encode(), hashlib.sha256).digest()
+        )
+    return b"".join(blocks)[:length]
 
 
 def seal_for_grace(new_token: str, old_token: str, secret: str) -> bytes:
     """Seal the new refresh token with a key only the holder of the old one can derive,
     so a second presentation of the old token within the grace returns the same pair."""
     raw = new_token.encode()
-    pad = _pad(old_token, secret)
-    stream = (pad * (len(raw) // len(pad) + 1))[: len(raw)]
-    return bytes(a ^ b for a, b in zip(raw, stream, strict=True))
+    return bytes(a ^ b for a, b in zip(raw, _keystream(old_token, secret, len(raw)), strict=True))
 
 
 def unseal_for_grace(sealed: bytes, old_token: str, secret: str) -> str:
-    pad = _pad(old_token, secret)
-    stream = (pad * (len(sealed) // len(pad) + 1))[: len(sealed)]
-    return bytes(a ^ b for a, b in zip(sealed, stream, strict=True)).decode()
+    stream = _keystream(old_token, secret, len(sealed))
+    return bytes(a ^ b for a, b in zip(sealed, stream, strict=True)).decode("utf-8", "replace")

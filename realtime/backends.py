@@ -202,7 +202,7 @@ class RedisBackend(Backend):
         url: str,
         *,
         prefix: str = "",
-        connect_timeout: float = 1.0,
+        connect_timeout: float = 3.0,
         command_timeout: float = 1.0,
         subscribe_timeout: float = 5.0,
         health_interval: float = 5.0,

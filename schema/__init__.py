@@ -8,7 +8,7 @@ import strawberry
 from strawberry.extensions import MaxTokensLimiter
 from strawberry.schema.config import StrawberryConfig
 
-from schema.limits import operation_limits
+from schema.limits import OperationRateLimit, operation_limits
 
 # Order matters only for the printed SDL; every module may define Query, Mutation
 # and Subscription mixins.
@@ -58,6 +58,7 @@ def build_schema(settings: Any = None) -> ParleySchema:
         extensions = [
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             operation_limits(settings),
+            OperationRateLimit,
         ]
         suggestions = settings.flag("field_suggestions_enabled")
     return ParleySchema(

@@ -7,11 +7,12 @@ rule sees the variables' page sizes; introspection is refused unless enabled.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 from graphql import (
     ASTValidationRule,
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -20,10 +21,14 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationContext,
     VariableNode,
+    get_operation_ast,
 )
+from graphql.validation.validation_context import ASTValidationContext
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
+
+from auth.ratelimit import client_key
 
 PAGE_ARGS = ("first", "last")
 # List fields without a page argument, with the most rows they can return.
@@ -35,48 +40,39 @@ DEFAULT_PAGES = {
 }
 
 
-def _fragments(context: ValidationContext) -> dict[str, FragmentDefinitionNode]:
+def _fragments(context: ASTValidationContext) -> dict[str, FragmentDefinitionNode]:
     return {
         d.name.value: d for d in context.document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-
-
-def _walk(
-    selection_set: SelectionSetNode | None,
-    fragments: Mapping[str, FragmentDefinitionNode],
-    seen: frozenset[str] = frozenset(),
-) -> Iterator[FieldNode]:
-    """Fields of a selection set with fragments inlined (cycles are another rule's job)."""
-    if selection_set is None:
-        return
-    for sel in selection_set.selections:
-        if isinstance(sel, FieldNode):
-            yield sel
-        elif isinstance(sel, InlineFragmentNode):
-            yield from _walk(sel.selection_set, fragments, seen)
-        elif isinstance(sel, FragmentSpreadNode):
-            name = sel.name.value
-            if name in seen or name not in fragments:
-                continue
-            yield from _walk(fragments[name].selection_set, fragments, seen | {name})
 
 
 def depth_rule(max_depth: int) -> type[ASTValidationRule]:
     class DepthRule(ASTValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             fragments = _fragments(self.context)
+            # Depth of each fragment's selection, computed once: inlining every spread
+            # is exponential in "fragment bombs" (F0 spreads F1 twice, F1 spreads F2 twice...).
+            memo: dict[str, int] = {}
 
-            def depth(sel: SelectionSetNode | None, level: int) -> int:
-                if level > max_depth:
-                    return level
-                deepest = level
-                for field in _walk(sel, fragments):
-                    if field.name.value.startswith("__"):
-                        continue
-                    deepest = max(deepest, depth(field.selection_set, level + 1))
+            def depth(sel: SelectionSetNode | None, visiting: frozenset[str]) -> int:
+                """Field levels inside `sel` (0 when empty)."""
+                deepest = 0
+                for item in sel.selections if sel is not None else ():
+                    if isinstance(item, FieldNode):
+                        if not item.name.value.startswith("__"):
+                            deepest = max(deepest, 1 + depth(item.selection_set, visiting))
+                    elif isinstance(item, InlineFragmentNode):
+                        deepest = max(deepest, depth(item.selection_set, visiting))
+                    elif isinstance(item, FragmentSpreadNode):
+                        name = item.name.value
+                        if name in visiting or name not in fragments:
+                            continue  # cycles and unknown fragments are other rules' errors
+                        if name not in memo:
+                            memo[name] = depth(fragments[name].selection_set, visiting | {name})
+                        deepest = max(deepest, memo[name])
                 return deepest
 
-            found = depth(node.selection_set, 0)
+            found = depth(node.selection_set, frozenset())
             if found > max_depth:
                 self.report_error(
                     GraphQLError(f"Query depth exceeds the limit of {max_depth}", node)
@@ -132,20 +128,32 @@ def cost_rule(max_cost: int, max_page: int, variables: Mapping[str, Any] | None)
     class CostRule(ASTValidationRule):
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             fragments = _fragments(self.context)
-            total = 0
+            # A selection's cost scales with its multiplier, so each fragment's cost per
+            # row is computed once (inlining every spread is exponential in fragment bombs).
+            memo: dict[str, int] = {}
 
-            def visit(sel: SelectionSetNode | None, multiplier: int) -> None:
-                nonlocal total
-                for field in _walk(sel, fragments):
+            def unit_cost(sel: SelectionSetNode | None, visiting: frozenset[str]) -> int:
+                total = 0
+                for item in sel.selections if sel is not None else ():
                     if total > max_cost:
-                        return
-                    total += multiplier
-                    if field.selection_set is None:
-                        continue
-                    size = size_of(field, DEFAULT_PAGES.get(field.name.value, 1))
-                    visit(field.selection_set, multiplier * max(size, 1))
+                        break  # costs only grow: the verdict is already known
+                    if isinstance(item, FieldNode):
+                        total += 1
+                        if item.selection_set is not None:
+                            size = size_of(item, DEFAULT_PAGES.get(item.name.value, 1))
+                            total += max(size, 1) * unit_cost(item.selection_set, visiting)
+                    elif isinstance(item, InlineFragmentNode):
+                        total += unit_cost(item.selection_set, visiting)
+                    elif isinstance(item, FragmentSpreadNode):
+                        name = item.name.value
+                        if name in visiting or name not in fragments:
+                            continue
+                        if name not in memo:
+                            memo[name] = unit_cost(fragments[name].selection_set, visiting | {name})
+                        total += memo[name]
+                return total
 
-            visit(node.selection_set, 1)
+            total = unit_cost(node.selection_set, frozenset())
             if total > max_cost:
                 self.report_error(
                     GraphQLError(
@@ -175,6 +183,64 @@ def limit_rules(settings: Any, variables: Mapping[str, Any] | None) -> list[type
     return rules
 
 
+# Fields repeated under one response name in one selection set (counting the top
+# level of fragments spread into it) are merged by GraphQL, so clients rarely repeat
+# many. graphql-core's OverlappingFieldsCanBeMerged compares repeats pairwise (and
+# recursively): 1,250 copies of `me { id }`, 30 copies of `me` with 30 `id`s each, or
+# 400 fragments each selecting `me` fit in 5000 tokens and cost 0.3 to 1.6 s of CPU.
+# Documents with more repeats than this in all are refused before validation, by a
+# linear, budgeted scan.
+MAX_REPEATED_FIELDS = 100
+_SCAN_BUDGET = 100_000
+
+
+def document_refusal(document: DocumentNode) -> GraphQLError | None:
+    """Why the document is refused BEFORE graphql-core validation runs, or None.
+
+    Run it on every parsed document before `validate(...)` (the HTTP path does, in
+    `operation_limits`; a transport that validates by itself must call it first).
+
+    Each selection set is scanned with its inline fragments and the top level of the
+    fragments spread into it (each once); the fragments' nested selections are scanned
+    with their own definitions, so fragment bombs stay linear.
+    """
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    roots: list[SelectionSetNode] = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))
+    ]
+    budget = _SCAN_BUDGET
+    repeats = 0
+    while roots:
+        seen_names: set[str] = set()
+        spread: set[str] = set()
+        pending: list[tuple[SelectionSetNode, bool]] = [(roots.pop(), True)]
+        while pending:
+            selection_set, own = pending.pop()
+            for item in selection_set.selections:
+                budget -= 1
+                if budget < 0:
+                    return GraphQLError("The document is too complex")
+                if isinstance(item, FieldNode):
+                    name = (item.alias or item.name).value
+                    if name in seen_names:
+                        repeats += 1
+                        if repeats > MAX_REPEATED_FIELDS:
+                            return GraphQLError(f"Too many repeated fields (limit {MAX_REPEATED_FIELDS})")
+                    seen_names.add(name)
+                    if own and item.selection_set is not None:
+                        roots.append(item.selection_set)
+                elif isinstance(item, InlineFragmentNode):
+                    pending.append((item.selection_set, own))
+                elif isinstance(item, FragmentSpreadNode):
+                    name = item.name.value
+                    if name not in spread and name in fragments:
+                        spread.add(name)
+                        pending.append((fragments[name].selection_set, False))
+    return None
+
+
 def operation_limits(settings: Any) -> type[SchemaExtension]:
     """A Strawberry extension adding `limit_rules` with the operation's own variables."""
 
@@ -184,4 +250,57 @@ def operation_limits(settings: Any) -> type[SchemaExtension]:
             ctx.validation_rules = ctx.validation_rules + tuple(limit_rules(settings, ctx.variables))
             yield
 
+        def on_validate(self) -> Iterator[None]:
+            ctx = self.execution_context
+            if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
+                refusal = document_refusal(ctx.graphql_document)
+                if refusal is not None:  # Strawberry skips validation when errors are already set
+                    ctx.pre_execution_errors = [refusal]
+            yield
+
     return OperationLimits
+
+
+# Root fields whose resolvers spend a rate-limit class of their own (auth, send_message).
+SELF_LIMITED_FIELDS = frozenset({"login", "register", "sendMessage"})
+
+
+def _root_fields(execution_context: Any) -> set[str]:
+    """Names of the operation's root fields, each fragment expanded once."""
+    document = execution_context.graphql_document
+    operation = get_operation_ast(document, execution_context.operation_name) if document else None
+    if operation is None:
+        return set()
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    names: set[str] = set()
+    seen: set[str] = set()
+    pending = [operation.selection_set]
+    while pending:
+        for item in pending.pop().selections:
+            if isinstance(item, FieldNode):
+                names.add(item.name.value)
+            elif isinstance(item, InlineFragmentNode):
+                pending.append(item.selection_set)
+            elif isinstance(item, FragmentSpreadNode):
+                name = item.name.value
+                if name not in seen and name in fragments:
+                    seen.add(name)
+                    pending.append(fragments[name].selection_set)
+    return names
+
+
+class OperationRateLimit(SchemaExtension):
+    """One `default`-class hit per query or mutation (per user, per address when
+    anonymous), unless every root field is limited by its own resolver. Subscriptions
+    are bounded per socket instead, so event deliveries never spend a budget."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        ctx = self.execution_context.context
+        limiter = getattr(getattr(ctx, "services", None), "limiter", None)
+        if limiter is not None and limiter.enabled:
+            if self.execution_context.operation_type != OperationType.SUBSCRIPTION:
+                roots = _root_fields(self.execution_context)
+                if not roots or not roots <= SELF_LIMITED_FIELDS:
+                    key = client_key(getattr(ctx, "viewer", None), getattr(ctx, "ip_address", None))
+                    await limiter.hit("default", key)
+        yield

@@ -85,12 +85,15 @@ def sqlite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("parley-data")
 
 
-def make_settings(backend: str, data_dir: Path, pg_url: str | None = None, **overrides: Any) -> Settings:
+def make_settings(
+    backend: str, data_dir: Path, pg_url: str | None = None, *, prefix: str | None = None, **overrides: Any
+) -> Settings:
     base = Settings(
         data_dir=data_dir,
         parley_env="test",
         secret_key="test-secret-" + "x" * 40,
-        channel_prefix=f"parley-test-{RUN_ID}",
+        # Per test: presence and rate-limit state in Redis must not leak between tests.
+        channel_prefix=prefix or f"parley-test-{RUN_ID}-{secrets.token_hex(3)}",
         rate_limit_enabled=False,
     )
     if backend == "services":
@@ -103,8 +106,10 @@ def settings_factory(
     backend: str, sqlite_dir: Path, request: pytest.FixtureRequest
 ) -> Any:
     pg_url = request.getfixturevalue("pg_database_url") if backend == "services" else None
+    prefix = f"parley-test-{RUN_ID}-{secrets.token_hex(3)}"  # shared by every app of one test
 
     def factory(**overrides: Any) -> Settings:
+        overrides.setdefault("prefix", prefix)
         return make_settings(backend, sqlite_dir, pg_url, **overrides)
 
     return factory

@@ -1,0 +1,267 @@
+"""Conversation queries: direct pairs, the activity-ordered list, counters, members, reads.
+
+Counters (`last_seq`, `last_event_pos`) only move inside the writing transaction with
+`UPDATE ... RETURNING`, which holds the conversation row lock until COMMIT: the next
+writer waits, so commit order equals sequence order and a reader never sees seq N+1
+before seq N.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, union_all, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+
+from db import models
+
+C = models.Conversation
+CM = models.ConversationMember
+
+
+def direct_key(user_a: int, user_b: int) -> str:
+    low, high = sorted((user_a, user_b))
+    return f"{low}:{high}"
+
+
+def top_ids_per_group(
+    id_col: Any, group_col: Any, group_ids: Sequence[int], where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any], limit: int,
+) -> Select[Any]:
+    """`SELECT id` of the first `limit` rows of each group, as one UNION ALL statement.
+
+    Each part is its own index range scan with LIMIT (on PostgreSQL and SQLite alike),
+    which a window function over whole partitions is not: a page of 100 conversations
+    costs one statement, and a 10,000-member group reads only what the page needs.
+    """
+    parts = [
+        select(id_col.label("id")).where(group_col == gid, *where).order_by(*order_by).limit(limit).subquery()
+        for gid in group_ids
+    ]
+    return union_all(*(select(part.c.id) for part in parts)).subquery().select()
+
+
+# ------------------------------------------------------------------------ direct
+
+
+async def get_by_direct_key(session: AsyncSession, key: str) -> models.Conversation | None:
+    return (
+        await session.execute(select(C).where(C.direct_key == key, C.deleted_at.is_(None)))
+    ).scalar_one_or_none()
+
+
+async def create_direct(session: AsyncSession, user_a: int, user_b: int, now: datetime) -> models.Conversation:
+    """Insert the pair's conversation and both memberships. A concurrent creator of the
+    same pair makes the flush fail on `direct_key` (IntegrityError): fetch theirs then."""
+    conversation = models.Conversation(
+        kind="DIRECT", direct_key=direct_key(user_a, user_b), created_at=now, updated_at=now,
+        last_seq=0, last_event_pos=0,
+    )
+    session.add(conversation)
+    await session.flush()
+    session.add_all(
+        [
+            models.ConversationMember(conversation_id=conversation.id, user_id=uid, joined_at=now)
+            for uid in (user_a, user_b)
+        ]
+    )
+    await session.flush()
+    return conversation
+
+
+# ---------------------------------------------------------------------- counters
+
+
+async def advance(
+    session: AsyncSession, conversation: models.Conversation, *, new_message: bool, now: datetime
+) -> tuple[int, int]:
+    """Take the next event position (and, for a new message, the next sequence number
+    and the activity time) under the row lock; returns (last_seq, last_event_pos)."""
+    values: dict[str, Any] = {"last_event_pos": C.last_event_pos + 1}
+    if new_message:
+        values.update(last_seq=C.last_seq + 1, updated_at=now)
+    stmt = (
+        update(C).where(C.id == conversation.id).values(**values)
+        .returning(C.last_seq, C.last_event_pos)
+        .execution_options(synchronize_session=False)
+    )
+    seq, pos = (await session.execute(stmt)).one()
+    set_committed_value(conversation, "last_seq", seq)
+    set_committed_value(conversation, "last_event_pos", pos)
+    if new_message:
+        set_committed_value(conversation, "updated_at", now)
+    return int(seq), int(pos)
+
+
+async def set_last_message(session: AsyncSession, conversation: models.Conversation, message_id: int) -> None:
+    await session.execute(
+        update(C).where(C.id == conversation.id).values(last_message_id=message_id)
+        .execution_options(synchronize_session=False)
+    )
+    set_committed_value(conversation, "last_message_id", message_id)
+
+
+# ---------------------------------------------------------------------- members
+
+
+async def memberships(session: AsyncSession, user_id: int, conversation_ids: Sequence[int]) -> dict[int, Any]:
+    rows = (
+        await session.execute(select(CM).where(CM.user_id == user_id, CM.conversation_id.in_(conversation_ids)))
+    ).scalars()
+    return {row.conversation_id: row for row in rows}
+
+
+async def member_ids(session: AsyncSession, conversation_id: int) -> list[int]:
+    return list(
+        (await session.execute(select(CM.user_id).where(CM.conversation_id == conversation_id))).scalars()
+    )
+
+
+async def member_pages(
+    session: AsyncSession, conversation_ids: Sequence[int], limit: int, after_user_id: int | None
+) -> dict[int, list[tuple[models.ConversationMember, models.User]]]:
+    """Members of each conversation by user id (the unique index order), `limit` each."""
+    where = [CM.user_id > after_user_id] if after_user_id is not None else []
+    ids = top_ids_per_group(CM.id, CM.conversation_id, conversation_ids, where, [CM.user_id], limit)
+    rows = (
+        await session.execute(
+            select(CM, models.User).join(models.User, models.User.id == CM.user_id)
+            .where(CM.id.in_(ids)).order_by(CM.conversation_id, CM.user_id)
+        )
+    ).all()
+    found: dict[int, list[tuple[models.ConversationMember, models.User]]] = {cid: [] for cid in conversation_ids}
+    for member, user in rows:
+        found[member.conversation_id].append((member, user))
+    return found
+
+
+async def direct_peers(session: AsyncSession, user_id: int, conversation_ids: Sequence[int]) -> dict[int, models.User]:
+    """The other member of each direct conversation."""
+    rows = (
+        await session.execute(
+            select(CM.conversation_id, models.User).join(models.User, models.User.id == CM.user_id)
+            .where(CM.conversation_id.in_(conversation_ids), CM.user_id != user_id)
+        )
+    ).all()
+    return {cid: user for cid, user in rows}
+
+
+async def read_states(
+    session: AsyncSession, conversation_ids: Sequence[int], limit: int
+) -> dict[int, list[tuple[models.ConversationMember, models.User]]]:
+    """The `limit` most recent readers of each conversation, latest first, with their users."""
+    ids = top_ids_per_group(
+        CM.id, CM.conversation_id, conversation_ids, [CM.read_at.is_not(None)], [CM.read_at.desc(), CM.id], limit
+    )
+    rows = (
+        await session.execute(
+            select(CM, models.User).join(models.User, models.User.id == CM.user_id)
+            .where(CM.id.in_(ids)).order_by(CM.read_at.desc(), CM.id)
+        )
+    ).all()
+    found: dict[int, list[tuple[models.ConversationMember, models.User]]] = {cid: [] for cid in conversation_ids}
+    for member, user in rows:
+        found[member.conversation_id].append((member, user))
+    return found
+
+
+async def unread_counts(session: AsyncSession, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
+    """Others' live messages after the user's read position, for many conversations in
+    one statement: an index range count over messages(conversation_id, seq)."""
+    m = models.Message
+    rows = (
+        await session.execute(
+            select(m.conversation_id, func.count())
+            .join(CM, and_(CM.conversation_id == m.conversation_id, CM.user_id == user_id))
+            .where(
+                m.conversation_id.in_(conversation_ids),
+                m.seq > CM.last_read_seq,
+                m.sender_id != user_id,
+                m.deleted_at.is_(None),
+            )
+            .group_by(m.conversation_id)
+        )
+    ).all()
+    return {cid: int(count) for cid, count in rows}
+
+
+async def advance_read(
+    session: AsyncSession, member: models.ConversationMember, seq: int, message_id: int | None, now: datetime
+) -> bool:
+    """Move the read position forward only; False when it already was at or past `seq`."""
+    result = await session.execute(
+        update(CM).where(CM.id == member.id, CM.last_read_seq < seq)
+        .values(last_read_seq=seq, last_read_message_id=message_id, read_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    set_committed_value(member, "last_read_seq", seq)
+    set_committed_value(member, "last_read_message_id", message_id)
+    set_committed_value(member, "read_at", now)
+    return True
+
+
+async def hide(session: AsyncSession, member: models.ConversationMember, at_seq: int) -> bool:
+    """Hide for one member until a message after `at_seq`; False if already hidden there."""
+    if member.hidden and member.hidden_at_seq == at_seq:
+        return False
+    await session.execute(
+        update(CM).where(CM.id == member.id).values(hidden=True, hidden_at_seq=at_seq)
+        .execution_options(synchronize_session=False)
+    )
+    return True
+
+
+async def unhide(session: AsyncSession, conversation_id: int, user_id: int | None = None) -> list[int]:
+    """Show the conversation again (to everyone, or one user); returns who it reappears for."""
+    stmt = update(CM).where(CM.conversation_id == conversation_id, CM.hidden.is_(True))
+    if user_id is not None:
+        stmt = stmt.where(CM.user_id == user_id)
+    rows = await session.execute(
+        stmt.values(hidden=False).returning(CM.user_id).execution_options(synchronize_session=False)
+    )
+    return list(rows.scalars())
+
+
+# ------------------------------------------------------------------------- lists
+
+
+async def list_for_user(
+    session: AsyncSession, user_id: int, limit: int, after: tuple[datetime, int] | None
+) -> list[tuple[models.Conversation, models.ConversationMember]]:
+    """The user's visible conversations, latest activity first, keyset after (updated_at, id)."""
+    stmt = (
+        select(C, CM)
+        .join(CM, and_(CM.conversation_id == C.id, CM.user_id == user_id))
+        .where(CM.hidden.is_(False), C.deleted_at.is_(None))
+    )
+    if after is not None:
+        at, cid = after
+        stmt = stmt.where(or_(C.updated_at < at, and_(C.updated_at == at, C.id < cid)))
+    rows = (await session.execute(stmt.order_by(C.updated_at.desc(), C.id.desc()).limit(limit))).all()
+    return [(conversation, member) for conversation, member in rows]
+
+
+async def by_ids(session: AsyncSession, conversation_ids: Sequence[int]) -> dict[int, models.Conversation]:
+    rows = (await session.execute(select(C).where(C.id.in_(conversation_ids)))).scalars()
+    return {row.id: row for row in rows}
+
+
+async def groups_by_ids(session: AsyncSession, group_ids: Sequence[int]) -> dict[int, models.Group]:
+    """Group rows (deleted ones included: callers decide what a deleted group shows)."""
+    rows = (await session.execute(select(models.Group).where(models.Group.id.in_(group_ids)))).scalars()
+    return {row.id: row for row in rows}
+
+
+async def group_memberships(
+    session: AsyncSession, user_id: int, group_ids: Sequence[int]
+) -> dict[int, models.ConversationMember]:
+    """The user's membership in each group's conversation, by group id."""
+    rows = await session.execute(
+        select(C.group_id, CM).join(CM, CM.conversation_id == C.id)
+        .where(C.group_id.in_(group_ids), CM.user_id == user_id)
+    )
+    return {group_id: member for group_id, member in rows.all() if group_id is not None}
