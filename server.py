@@ -67,7 +67,9 @@ def _json_response(
     request: Request, payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     media = GRAPHQL_RESPONSE if _wants_graphql_response(request) else JSON
-    return Response(orjson.dumps(payload), status_code=status, media_type=media, headers=headers)
+    # Replies depend on Accept and carry per-viewer data: never cached by intermediaries.
+    merged = {"Cache-Control": "no-store", "Vary": "Accept, Authorization", **(headers or {})}
+    return Response(orjson.dumps(payload), status_code=status, media_type=media, headers=merged)
 
 
 def _refusal(request: Request, error: AppError, status: int) -> Response:

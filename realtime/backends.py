@@ -100,6 +100,11 @@ class Backend(BroadcastBackend):
         """True if publishing can currently reach the transport; never raises."""
         raise NotImplementedError()
 
+    async def publish_many(self, items: list[tuple[str, Any]]) -> None:
+        """Publish several (channel, message) pairs; backends batch where they can."""
+        for channel, message in items:
+            await self.publish(channel, message)
+
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel `task` and wait until it has really finished.
@@ -353,6 +358,20 @@ class RedisBackend(Backend):
         except (RedisError, OSError) as exc:
             raise BackendUnavailable(
                 f"publish to {channel!r} failed: Redis at {self._address} unavailable ({exc})"
+            ) from exc
+
+    async def publish_many(self, items: list[tuple[str, Any]]) -> None:
+        """Many PUBLISHes in one pipelined round trip (a message to every member's channel)."""
+        if not items:
+            return
+        try:
+            async with self._publisher.pipeline(transaction=False) as pipe:
+                for channel, message in items:
+                    pipe.publish(self._prefix + channel, orjson.dumps(message))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable(
+                f"publish of {len(items)} events failed: Redis at {self._address} unavailable ({exc})"
             ) from exc
 
     async def next_published(self) -> Event:

@@ -77,6 +77,7 @@ class Connection:
         self.registered = False
         self.closing = False
         self.ops: dict[str, asyncio.Task[Any] | Subscriber] = {}
+        self.received = 0  # subscribe/start messages handled
         self._close_frame: tuple[int, str] | None = None
         self._outbox: deque[Any] = deque()
         self._outbox_bytes = 0
@@ -202,6 +203,7 @@ class Connection:
         assert wire is not None
         kind = message.kind
         if kind == "subscribe":
+            self.received += 1
             self._subscribe(message.id, message.payload)
         elif kind == "complete":
             op = self.ops.pop(message.id, None)

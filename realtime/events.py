@@ -103,8 +103,21 @@ class Publisher:
         )
 
     async def conversations_updated(self, user_ids: Iterable[int], conversation_id: int) -> None:
-        for user_id in user_ids:
-            await self.conversation_updated(user_id, conversation_id)
+        """One event per member's channel, sent in one pipelined batch (a large group
+        would otherwise cost one Redis round trip per member on every message)."""
+        event = {"type": "conversation_updated", "conversation_id": conversation_id}
+        items = [(user_channel(user_id), event) for user_id in user_ids]
+        if self.hub is None or not items:
+            return
+        publish_many = getattr(self.hub, "publish_many", None)
+        try:
+            if publish_many is not None:
+                await publish_many(items)
+            else:
+                for channel, item in items:
+                    await self.hub.publish(channel, item)
+        except Exception:
+            log.warning("publish of %d conversation updates failed", len(items), exc_info=True)
 
     async def conversation_removed(self, user_id: int, conversation_id: int) -> None:
         await self.publish(

@@ -488,6 +488,8 @@ class Group:
                 if not filling:
                     return
                 start = min(s.pos for s in filling if s.pos is not None)
+                # Targets known before the read: what the read must have found.
+                known = {id(s): s.target for s in filling}
                 ctx = self.engine.make_context(filling[0].viewer)
                 try:
                     events = await source.replay(ctx, start, REPLAY_BATCH)
@@ -527,11 +529,11 @@ class Group:
                         assert sub.pos is not None
                         if sub.pos >= sub.target:
                             sub.filling = False  # live from here: no await since the read
-                        elif sub.pos == before[id(sub)]:
-                            # The database has nothing past our position although a later
-                            # event was announced: the stream is broken (e.g. deleted).
-                            log.warning("DEBUG cannot catch up pos=%s target=%s start=%s events=%s", sub.pos, sub.target, start, [source.position(e) for e in events])
+                        elif sub.pos == before[id(sub)] and known[id(sub)] > sub.pos:
+                            # An event announced before the read is not in the database:
+                            # the stream is broken (e.g. deleted); the client must resync.
                             self.engine.end(sub, ResumeRequired("Cannot catch up; resubscribe"))
+                        # else: announced while we read: read again
                 await asyncio.sleep(0)
         finally:
             self.fill_task = None

@@ -165,6 +165,11 @@ class Hub:
         self._require_running()
         await self._backend.publish(channel, event)
 
+    async def publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish several (channel, event) pairs at once: one round trip on Redis."""
+        self._require_running()
+        await self._backend.publish_many(items)
+
     # Health and stats --------------------------------------------------------------
 
     @property

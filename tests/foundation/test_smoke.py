@@ -18,3 +18,9 @@ async def test_tampered_token(app, gql):
     err = await gql.error("{ me { id } }", token=alice.token[:-2] + "xx")
     assert error_code(err) == "UNAUTHENTICATED"
     assert err["message"] == "invalid token"
+
+
+async def test_graphql_replies_are_never_cached(client):
+    response = await client.post("/graphql", json={"query": "{ __typename }"})
+    assert response.headers["cache-control"] == "no-store"
+    assert "accept" in response.headers["vary"].lower()

@@ -496,3 +496,19 @@ async def test_start_fails_fast_without_redis(unused_redis_url: str, prefix: str
         await hub.start()
     assert time.monotonic() - started < 2
     assert not hub.connected
+
+
+async def test_publish_many_reaches_every_channel_in_order(hub: Hub) -> None:
+    # Given listeners on three channels
+    channels = [new_channel() for _ in range(3)]
+    listeners = [Recorder() for _ in channels]
+    for channel, listener in zip(channels, listeners, strict=True):
+        await hub.subscribe(channel, listener)
+    # When a batch goes out (one round trip on Redis)
+    await hub.publish_many([(c, {"n": i}) for i, c in enumerate(channels)] + [(channels[0], {"n": 9})])
+    # Then each channel gets its events, in batch order
+    await listeners[0].wait_until(lambda: len(listeners[0].events) == 2)
+    assert [e["n"] for _, e in listeners[0].events] == [0, 9]
+    for i in (1, 2):
+        await listeners[i].wait_until(lambda i=i: len(listeners[i].events) == 1)
+        assert listeners[i].events[0][1] == {"n": i}

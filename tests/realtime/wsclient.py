@@ -60,6 +60,7 @@ class WS:
         self.protocol = protocol
         self.messages: list[dict[str, Any]] = []
         self._ids = 0
+        self.sent_operations = 0
 
     @classmethod
     async def open(
@@ -95,6 +96,7 @@ class WS:
         if operation_name:
             payload["operationName"] = operation_name
         await self.send({"id": op_id, "type": kind, "payload": payload})
+        self.sent_operations += 1
         return op_id
 
     async def complete(self, op_id: str) -> None:
@@ -174,6 +176,7 @@ class LiveServer:
     settings: Settings
     port: int
     http: httpx.AsyncClient
+    uvicorn: uvicorn.Server
     sockets: list[WS] = field(default_factory=list)
 
     @property
@@ -207,6 +210,13 @@ class LiveServer:
     async def user(self, name: str | None = None, *, admin: bool = False, display_name: str | None = None) -> TestUser:
         return await create_user(self.app, name, admin=admin, display_name=display_name)
 
+    def server_transport(self, client_port: int) -> Any:
+        """The server side of the TCP connection from `client_port` (to constrain it)."""
+        for protocol in self.uvicorn.server_state.connections:
+            if protocol.client and protocol.client[1] == client_port:
+                return protocol.transport
+        raise LookupError(client_port)
+
     @property
     def handler(self) -> Any:
         return self.services.extras["ws"]
@@ -220,6 +230,11 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while True:
             busy = False
+            by_port = {c.ws.scope["client"][1]: c for c in self.handler.connections}
+            for client in self.sockets:
+                server_side = by_port.get(client.conn.local_address[1])
+                if server_side is not None and server_side.received < client.sent_operations:
+                    busy = True  # not all of its operations have arrived yet
             for connection in self.handler.connections:
                 for op in connection.ops.values():
                     if not isinstance(op, Subscriber):
@@ -289,7 +304,7 @@ async def start_server(
         if not running:
             await _empty_tables(app)
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
-        live = LiveServer(app, settings, port, http)
+        live = LiveServer(app, settings, port, http, server)
         running.append((server, task, live))
         return live
 
