@@ -129,7 +129,7 @@ class GraphQLHTTP:
                 if "query" not in request.query_params:
                     if settings.flag("graphiql_enabled") and "text/html" in request.headers.get("accept", ""):
                         return HTMLResponse(
-                            get_graphql_ide_html("graphiql"),
+                            get_graphql_ide_html("graphiql").replace("Strawberry GraphiQL", "Parley GraphiQL"),
                             headers={"Content-Security-Policy": GRAPHIQL_CSP},
                         )
                     raise BadUserInput("No GraphQL query in the request", field="query")

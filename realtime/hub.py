@@ -21,13 +21,13 @@ listener, so listeners must treat events as read-only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from realtime.backends import Backend, Gap, cancel_and_wait, create_backend
+from realtime.locks import KeyedLocks
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Hub:
             backend = create_backend(url, prefix=prefix)
         self._backend = backend
         self._channels: dict[str, _Channel] = {}
-        self._transitions: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._transitions = KeyedLocks()
         self._dispatcher: asyncio.Task[None] | None = None
         self._chores: set[asyncio.Task[None]] = set()
         self._listeners = 0
@@ -141,7 +141,7 @@ class Hub:
         self._require_running()
         entry = self._channels.get(channel)
         if entry is None:
-            async with self._transition(channel):
+            async with self._transitions(channel):
                 entry = self._channels.get(channel)
                 if entry is None:
                     await self._backend.subscribe(channel)
@@ -203,28 +203,8 @@ class Hub:
         if self._dispatcher is None:
             raise RuntimeError("Hub is not started")
 
-    @contextlib.asynccontextmanager
-    async def _transition(self, channel: str) -> AsyncIterator[None]:
-        """Per-channel lock around transport subscribe/unsubscribe (dropped when idle).
-
-        Membership changes of a live channel are synchronous and need no lock; only
-        creating and removing the transport subscription do.
-        """
-        slot = self._transitions.get(channel)
-        if slot is None:
-            slot = self._transitions[channel] = (asyncio.Lock(), [0])
-        lock, users = slot
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._transitions[channel]
-
     async def _release(self, channel: str, entry: _Channel) -> None:
-        async with self._transition(channel):
+        async with self._transitions(channel):
             # A subscriber may have joined meanwhile; then the channel stays.
             if self._channels.get(channel) is entry and not entry.members:
                 del self._channels[channel]

@@ -52,7 +52,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -61,6 +61,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+
+from realtime.locks import KeyedLocks
 
 log = logging.getLogger("parley.presence")
 
@@ -295,7 +297,7 @@ class Presence:
         self._sockets: dict[int, int] = {}  # user -> sockets open on this instance
         self._choices: dict[int, str] = {}  # memory: the truth; Redis: fallback cache
         self._timers: dict[int, asyncio.TimerHandle] = {}  # grace timers armed here
-        self._locks: dict[int, tuple[asyncio.Lock, list[int]]] = {}
+        self._locks = KeyedLocks()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -395,7 +397,7 @@ class Presence:
         """
         if status not in STATUSES:
             raise ValueError(f"unknown presence status {status!r}")
-        async with self._serial(user_id):
+        async with self._locks(user_id):
             old, live, seen = await self._store_choice(user_id, status)
             before, after = effective_status(live, old), effective_status(live, status)
             if before == after:
@@ -446,7 +448,7 @@ class Presence:
 
     async def _sync(self, user_id: int) -> None:
         """Bring the shared state in line with this instance's socket count (idempotent)."""
-        async with self._serial(user_id):
+        async with self._locks(user_id):
             if self._sockets.get(user_id, 0) > 0:
                 timer = self._timers.pop(user_id, None)
                 if timer is not None:
@@ -464,7 +466,7 @@ class Presence:
 
     async def _finalize(self, user_id: int) -> None:
         """End of a grace period: OFFLINE unless a socket came back meanwhile."""
-        async with self._serial(user_id):
+        async with self._locks(user_id):
             result = await self._store_finalize(user_id)
             if result is None:
                 return
@@ -682,18 +684,3 @@ class Presence:
 
     # Per-user serialisation -------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _serial(self, user_id: int) -> AsyncIterator[None]:
-        """One transition of a user at a time on this instance, in call order."""
-        slot = self._locks.get(user_id)
-        if slot is None:
-            slot = self._locks[user_id] = (asyncio.Lock(), [0])
-        lock, users = slot
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                del self._locks[user_id]
