@@ -379,13 +379,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 def _serve(settings: Settings) -> None:
     import uvicorn
 
+    from realtime.uvicorn_ws import uvicorn_ws
+
     uvicorn.run(
         "server:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws="websockets-sansio",
+        ws=uvicorn_ws(settings.ws_protocol),  # realtime/uvicorn_ws.py: direct frame writes
         ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes,
         proxy_headers=False,

@@ -127,6 +127,10 @@ class Settings:
     presence_heartbeat_seconds: float = 10.0
     ws_send_high_water_bytes: int = 1024 * 1024
     ws_send_queue_limit: int = 1000
+    # uvicorn WebSocket implementation (realtime/uvicorn_ws.py): "lean" / "parley" write
+    # prepared frames straight to the transport; "websockets-sansio", "websockets",
+    # "wsproto" are uvicorn's own (every frame through the ASGI send; for comparisons)
+    ws_protocol: str = "parley"
 
     # --- rate limits ("N/period", as understood by the `limits` library)
     rate_limit_auth: str = "10/minute"

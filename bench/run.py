@@ -55,7 +55,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LOADGEN = BENCH / "loadgen" / "fanout.mjs"
 HOST = "127.0.0.1"  # never anything else
-ALL_TARGETS = ("parley", "node-peer", "ws-floor")
+ALL_TARGETS = ("parley", "node-peer", "ws-floor", "py-floor")
 
 # Default users (so sockets per user) and messages for each N: at most 20 sockets per user
 # (Parley's default MAX_SOCKETS_PER_USER), and enough messages for ~50k-300k deliveries.
@@ -288,13 +288,48 @@ def parley_env(args: argparse.Namespace, tmp: Path, port: int) -> dict[str, str]
     # socket cap (default 20) refuse them with 4429 (--server-env can still override)
     env["MAX_SOCKETS_PER_USER"] = str(max(20, args.current_sockets_per_user))
     if args.database_url:
-        env["DATABASE_URL"] = args.database_url
+        env["DATABASE_URL"] = fresh_database(args) if args.fresh_db else args.database_url
     if args.broadcast_url:
         env["BROADCAST_URL"] = args.broadcast_url
+        env["CHANNEL_PREFIX"] = f"parley-bench-{secrets.token_hex(4)}"  # no crosstalk between runs
     for kv in args.server_env:
         k, _, v = kv.partition("=")
         env[k] = v
     return env
+
+
+def _pg_admin(url: str, statement: str) -> None:
+    """Run one statement on PostgreSQL's maintenance database (asyncpg from the venv:
+    this driver stays standard-library only)."""
+    venv_python = REPO / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
+    script = (
+        "import asyncio, sys, asyncpg\n"
+        "async def main():\n"
+        "    c = await asyncpg.connect(sys.argv[1])\n"
+        "    try:\n        await c.execute(sys.argv[2])\n"
+        "    finally:\n        await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([python, "-c", script, url, statement], capture_output=True, text=True, timeout=60)
+    if done.returncode:
+        raise Unavailable(f"PostgreSQL: {statement}: {done.stderr.strip().splitlines()[-1:]}")
+
+
+def fresh_database(args: argparse.Namespace) -> str:
+    """`--database-url` names a PostgreSQL server and a base name: each run gets its own
+    new database `<base>_<hex>`, dropped after the run (SQLite runs get a fresh DATA_DIR)."""
+    url = args.database_url
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgresql"):
+        return url
+    server_part, _, dbname = rest.partition("/")
+    dbname, _, query = dbname.partition("?")
+    name = f"{dbname or 'parley_bench'}_{secrets.token_hex(4)}"
+    admin = f"postgresql://{server_part}/postgres"
+    _pg_admin(admin, f'CREATE DATABASE "{name}"')
+    args.cleanups.append(lambda: _pg_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    return f"{scheme}://{server_part}/{name}" + (f"?{query}" if query else "")
 
 
 def node_command(script: str) -> Callable[[argparse.Namespace], tuple[list[str], Path]]:
@@ -302,6 +337,12 @@ def node_command(script: str) -> Callable[[argparse.Namespace], tuple[list[str],
         return [args.node, str(BENCH / script)], BENCH
 
     return cmd
+
+
+def py_floor_command(args: argparse.Namespace) -> tuple[list[str], Path]:
+    venv_python = REPO / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
+    return [python, str(BENCH / "peers" / "py-floor" / "server.py")], BENCH
 
 
 def node_env(args: argparse.Namespace, tmp: Path, port: int) -> dict[str, str]:
@@ -318,6 +359,7 @@ TARGETS = {
     "ws-floor": Target(
         "ws-floor", node_command("peers/ws-floor/server.mjs"), node_env, setup_floor, False, lambda a: 20
     ),
+    "py-floor": Target("py-floor", py_floor_command, node_env, setup_floor, False, lambda a: 20),
 }
 
 
@@ -405,6 +447,11 @@ def run_one(args: argparse.Namespace, target: Target, n: int, m: int, users: int
             if res["status"] != "ok" and args.verbose:
                 log(f"{target.name} server log tail:\n{server.log_tail(30)}")
             server.stop()
+        while args.cleanups:
+            try:
+                args.cleanups.pop()()
+            except Exception as e:  # a leftover database is worth a line, not a crash
+                log(f"cleanup failed: {e}")
         if args.keep_tmp:
             res["tmp"] = str(tmp)
         else:
@@ -551,6 +598,7 @@ def ratios(results: list[dict]) -> list[dict]:
     by = {(r["target"], r["n"]): r for r in results if r["status"] in ("ok", "failed") and r.get("cpu_us_per_delivery")}
     for n in sorted({r["n"] for r in results}):
         p, node, floor = by.get(("parley", n)), by.get(("node-peer", n)), by.get(("ws-floor", n))
+        pyfloor = by.get(("py-floor", n))
 
         def div(a: dict | None, b: dict | None, k: str) -> float | None:
             return round(a[k] / b[k], 2) if a and b and a.get(k) and b.get(k) else None
@@ -564,6 +612,8 @@ def ratios(results: list[dict]) -> list[dict]:
             "parley_over_node_peer_rate": div(p, node, "deliveries_per_s"),
             "parley_over_floor_rate": div(p, floor, "deliveries_per_s"),
             "parley_over_node_peer_rss": div(p, node, "rss_per_1000_conns_kb"),
+            "parley_over_py_floor_cpu": div(p, pyfloor, "cpu_us_per_delivery"),
+            "py_floor_over_floor_cpu": div(pyfloor, floor, "cpu_us_per_delivery"),
         }
         if any(v is not None for k, v in row.items() if k not in ("type", "n")):
             out.append(row)
@@ -611,12 +661,16 @@ def print_report(results: list[dict], ratio_rows: list[dict]) -> None:
     if ratio_rows:
         print()
         print("Ratios (CPU µs per delivery: lower is better for Parley; rate: higher is better)")
-        rh = ["N", "Parley÷Node cpu", "Parley÷floor cpu", "Node÷floor cpu", "Parley÷Node rate", "Parley÷floor rate"]
+        rh = [
+            "N", "Parley÷Node cpu", "Parley÷floor cpu", "Node÷floor cpu", "Parley÷Node rate", "Parley÷floor rate",
+            "Parley÷py-floor cpu", "py-floor÷floor cpu",
+        ]  # fmt: skip
         rr = [
             [
                 fmt(x["n"]), fmt(x["parley_over_node_peer_cpu"], 2), fmt(x["parley_over_floor_cpu"], 2),
                 fmt(x["node_peer_over_floor_cpu"], 2), fmt(x["parley_over_node_peer_rate"], 2),
-                fmt(x["parley_over_floor_rate"], 2),
+                fmt(x["parley_over_floor_rate"], 2), fmt(x["parley_over_py_floor_cpu"], 2),
+                fmt(x["py_floor_over_floor_cpu"], 2),
             ]
             for x in ratio_rows
         ]  # fmt: skip
@@ -664,6 +718,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--broadcast-url", default=os.environ.get("PARLEY_BENCH_BROADCAST_URL"), help="BROADCAST_URL for Parley"
     )
+    p.add_argument(
+        "--reuse-db", dest="fresh_db", action="store_false",
+        help="use --database-url as is (default: a fresh PostgreSQL database per run, dropped afterwards)",
+    )
     p.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="extra env for Parley")
     p.add_argument("--jsonl", default=None, help="also write the JSON lines to this file")
     p.add_argument("--json-only", action="store_true", help="print only the JSON lines")
@@ -671,6 +729,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", "-v", action="store_true", help="stream load generator progress to stderr")
     p.add_argument("--node", default=shutil.which("node"), help="node binary")
     args = p.parse_args(argv)
+    args.cleanups = []
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in args.targets:
         if t not in TARGETS:

@@ -7,16 +7,19 @@ until the client goes, the session is revoked (4403 "session revoked") or the se
 closes. Queries and mutations run through the same Strawberry schema, limits and rate
 limits as HTTP; subscriptions go to the fan-out engine (`realtime.fanout`).
 
-Send path. Every frame goes through one per-socket outbox (a deque of ready bytes)
-drained by one writer task per socket: `push()` is synchronous (append, count, wake),
-so the fan-out loop never awaits a socket. The outbox is bounded by
-`ws_send_high_water_bytes` and `ws_send_queue_limit`: a data frame that does not fit is
-refused and its subscription ends with RESUME_REQUIRED; control frames (ack, pong,
-error, complete, close) always fit. The writer hands frames to the ASGI server as text;
-the transport's own flow control (uvicorn pauses `send` above its high-water mark) is
-what makes a slow reader back up into the outbox. A later step can replace the writer
-with direct transport writes (a thin uvicorn protocol class exposing `write(bytes)` and
-its writable state): `push()` is the only entry point and already holds final frames.
+Send path. `push()` (data frames, bounded) and `push_control()` are synchronous and
+keep frames in order; the fan-out loop never awaits a socket. Frames are final bytes.
+- Under server.py's uvicorn protocol (`realtime.uvicorn_ws`), the scope offers a
+  direct text-frame write (`realtime.transport`): one `transport.write` per frame. A
+  data frame is refused when the transport already holds more than
+  `ws_send_high_water_bytes` for the socket (a slow reader).
+- Under any other ASGI server the ASGI `send` coroutine is stepped in place; it
+  completes without suspending whenever the transport accepts writes, so there is no
+  task switch or wakeup per delivery. Only when a send suspends (the transport paused:
+  a slow reader) does a per-socket drain task take over that send and what queues
+  behind it, bounded by `ws_send_high_water_bytes` and `ws_send_queue_limit`.
+Either way a refused data frame ends its subscription with RESUME_REQUIRED (the client
+resumes by cursor); control frames (ack, pong, error, complete, close) always go out.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from graphql import GraphQLError, OperationType, validate
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from errors import AppError, Forbidden, RateLimited, Unauthenticated
 from realtime.fanout import Subscriber
@@ -47,6 +50,7 @@ from realtime.protocol import (
     choose_subprotocol,
     result_payload,
 )
+from realtime.transport import direct_sender
 
 if TYPE_CHECKING:
     from realtime.ws import GraphQLWebSocket
@@ -79,10 +83,11 @@ class Connection:
         self.ops: dict[str, asyncio.Task[Any] | Subscriber] = {}
         self.received = 0  # subscribe/start messages handled
         self._close_frame: tuple[int, str] | None = None
-        self._outbox: deque[Any] = deque()
+        self._outbox: deque[Any] = deque()  # frames waiting behind a blocked send
         self._outbox_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._drain: asyncio.Task[None] | None = None  # set while a send is blocked
+        self._broken = False
+        self._direct: Any = None  # the server's direct text-frame write (realtime.transport), after accept
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
@@ -100,7 +105,7 @@ class Connection:
             return
         self.wire = wire
         await ws.accept(subprotocol=wire.name)
-        self._writer = self._loop.create_task(self._write(), name="realtime-ws-writer")
+        self._direct = direct_sender(ws.scope)  # from here every text frame of this socket goes there
         self._timer = self._loop.call_later(self.settings.ws_connection_init_timeout_seconds, self._init_timeout)
         try:
             await self._receive_loop()
@@ -141,15 +146,15 @@ class Connection:
         if self.registered:
             self.registered = False
             await self.service.unregister(self)
-        writer = self._writer
-        if writer is not None:
-            if self._close_frame is not None and not writer.done():
-                # Let the writer deliver what is queued before our close frame (bounded).
+        drain = self._drain
+        if drain is not None and not drain.done():
+            if self._close_frame is not None:
+                # Let what is queued before our close frame go out (bounded).
                 with contextlib.suppress(asyncio.TimeoutError, Exception):
-                    await asyncio.wait_for(asyncio.shield(writer), timeout=2.0)
-            writer.cancel()
+                    await asyncio.wait_for(asyncio.shield(drain), timeout=2.0)
+            drain.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+                await drain
 
     def close(self, code: int, reason: str = "", *, drop_pending: bool = False) -> None:
         """Close with `code`/`reason` after the queued frames (or at once with drop_pending).
@@ -173,8 +178,7 @@ class Connection:
         if drop_pending:
             self._outbox.clear()
             self._outbox_bytes = 0
-        self._outbox.append(_CLOSE)
-        self._wake()
+        self._emit(_CLOSE)
 
     def revoke(self) -> None:
         """The session ended: nothing more for this socket, close 4403."""
@@ -383,58 +387,100 @@ class Connection:
         self.push_control(frame)
 
     def push(self, frame: bytes) -> bool:
-        """Queue a data frame; False (frame dropped) when over the socket's send limits."""
+        """Send or queue a data frame; False (frame dropped) when over the send limits."""
         if self.closing:
             return True  # ending anyway; not the subscriber's fault
-        if (
+        if self._drain is not None and (
             len(self._outbox) >= self.settings.ws_send_queue_limit
             or self._outbox_bytes + len(frame) > self.settings.ws_send_high_water_bytes
         ):
             return False
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
-        if self._waiter is not None:
-            self._wake()
+        direct = self._direct
+        if direct is not None and direct.write_buffer_size() + len(frame) > self.settings.ws_send_high_water_bytes:
+            return False  # the kernel is not taking this socket's frames: shed it, never buffer unbounded
+        self._emit(frame)
         return True
 
     def push_control(self, frame: bytes) -> None:
         if self._close_frame is not None:
             return
-        self._outbox.append(frame)
-        self._outbox_bytes += len(frame)
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._emit(frame)
 
     @property
     def pending_bytes(self) -> int:
         return self._outbox_bytes
 
-    async def _write(self) -> None:
-        """Drain the outbox in order; the only task that sends on this socket."""
-        send = self.ws.send
-        outbox = self._outbox
+    def _emit(self, item: Any) -> None:
+        if self._broken:
+            return
+        if self._drain is not None:
+            self._outbox.append(item)
+            if item is not _CLOSE:
+                self._outbox_bytes += len(item)
+            return
+        self._write_now(item)
+
+    def _message(self, item: Any) -> dict[str, Any]:
+        if item is _CLOSE:
+            assert self._close_frame is not None
+            code, reason = self._close_frame
+            return {"type": "websocket.close", "code": code, "reason": reason}
+        return {"type": "websocket.send", "text": item.decode()}
+
+    def _write_now(self, item: Any) -> None:
+        """Step the ASGI send in place; hand it to a drain task if it suspends."""
+        direct = self._direct
+        if direct is not None and item is not _CLOSE:
+            # One synchronous transport write; the close frame stays on the ASGI path,
+            # which writes the same transport synchronously too, so order is kept.
+            direct.write_text(item)  # False: closing; the receive loop sees the disconnect
+            return
+        coro = self.ws.send(self._message(item))
+        try:
+            blocked_on = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # the peer went away; the receive loop sees the disconnect
+            self._fail(exc)
+            return
+        self._drain = self._loop.create_task(self._finish(coro, blocked_on), name="realtime-ws-drain")
+
+    async def _finish(self, coro: Any, blocked_on: Any) -> None:
+        """Complete a suspended send (as a task would), then drain what queued behind it."""
         try:
             while True:
-                while outbox:
-                    item = outbox.popleft()
-                    if item is _CLOSE:
-                        assert self._close_frame is not None
-                        code, reason = self._close_frame
-                        await send({"type": "websocket.close", "code": code, "reason": reason})
-                        return
+                try:
+                    if blocked_on is None:  # a bare yield (sleep(0)): just reschedule
+                        await asyncio.sleep(0)
+                    else:
+                        # What Task.__step does with a yielded future: clear the flag,
+                        # wait for it, then resume the coroutine.
+                        blocked_on._asyncio_future_blocking = False
+                        await blocked_on
+                except Exception:  # the send sees the outcome when resumed
+                    pass
+                try:
+                    blocked_on = coro.send(None)
+                except StopIteration:
+                    break
+            while self._outbox:
+                item = self._outbox.popleft()
+                if item is not _CLOSE:
                     self._outbox_bytes -= len(item)
-                    await send({"type": "websocket.send", "text": item.decode()})
-                waiter = self._waiter = self._loop.create_future()
-                await waiter
+                await self.ws.send(self._message(item))
         except asyncio.CancelledError:
+            coro.close()
             raise
-        except Exception:  # the peer went away; the receive loop sees the disconnect
-            self.closing = True
-            outbox.clear()
-            self._outbox_bytes = 0
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._drain = None
+
+    def _fail(self, exc: Exception) -> None:
+        """Sending failed: nothing more can be sent on this socket."""
+        if not isinstance(exc, (OSError, WebSocketDisconnect, RuntimeError)):
+            log.error("WebSocket send failed", exc_info=exc)
+        self._broken = True
+        self.closing = True
+        self._outbox.clear()
+        self._outbox_bytes = 0

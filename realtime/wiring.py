@@ -48,7 +48,7 @@ def build_handler(schema: Any, services: Any) -> GraphQLWebSocket:
     from auth.perimeter import client_address
     from resolvers.context import Context
     from schema.errors import format_errors
-    from schema.limits import limit_rules
+    from schema.limits import document_refusal, limit_rules
 
     settings = services.settings
     suggestions = settings.flag("field_suggestions_enabled")
@@ -77,8 +77,10 @@ def build_handler(schema: Any, services: Any) -> GraphQLWebSocket:
         limit_rules=lambda variables: limit_rules(settings, variables),
         check_sessions=lambda ids: dead_sessions(services, ids),
         client_address=lambda scope: client_address(scope, settings.trusted_proxies),
+        refuse_document=document_refusal,
     )
     services.extras["ws"] = handler
+    handler.start()  # listen for revocations before the first socket arrives
     return handler
 
 

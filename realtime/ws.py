@@ -56,6 +56,7 @@ class GraphQLWebSocket:
         limit_rules: Callable[[dict[str, Any] | None], list[Any]],
         check_sessions: CheckSessions | None = None,
         client_address: Callable[[Any], str | None] | None = None,
+        refuse_document: Callable[[Any], GraphQLError | None] | None = None,
     ) -> None:
         self.strawberry = strawberry
         self.schema = strawberry._schema
@@ -71,7 +72,7 @@ class GraphQLWebSocket:
         self.engine = Engine(
             self.schema, hub, make_context=lambda viewer: make_context(viewer, None),
             format_errors=format_errors, max_tokens=self.settings.max_tokens,
-            stats=lambda: services.extras.get("stats"),
+            stats=lambda: services.extras.get("stats"), refuse=refuse_document,
         )
         self.connections: set[Connection] = set()
         self.by_session: dict[int, set[Connection]] = {}
@@ -81,12 +82,13 @@ class GraphQLWebSocket:
         self._origins = allowed - {"*"}
         self._started: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._listening = False
         self._closed = False
 
     # ASGI entry point --------------------------------------------------------------------
 
     async def __call__(self, websocket: WebSocket) -> None:
-        await self.start()
+        self.start()
         connection = Connection(self, websocket)
         self.connections.add(connection)
         try:
@@ -96,29 +98,48 @@ class GraphQLWebSocket:
 
     # Lifecycle -------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen for session revocations and start the sweep (idempotent)."""
+    def start(self) -> None:
+        """Listen for session revocations and start the sweep (idempotent; never waits
+        for the hub: while it is unreachable the listener retries in the background,
+        and a session check follows once it is back)."""
         if self._started is None:
-            self._started = asyncio.get_running_loop().create_task(self._start())
-        await asyncio.shield(self._started)
+            loop = asyncio.get_running_loop()
+            self._started = loop.create_task(self._listen(), name="realtime-session-listener")
+            if self._check_sessions is not None:
+                self._sweeper = loop.create_task(self._sweep(), name="realtime-session-sweep")
 
-    async def _start(self) -> None:
-        if self.hub is not None:
-            await self.hub.subscribe(SESSION_CHANNEL, self)
-        if self._check_sessions is not None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="realtime-session-sweep")
+    async def _listen(self) -> None:
+        if self.hub is None:
+            return
+        delay = 0.1
+        failed = False
+        while not self._closed:
+            try:
+                await self.hub.subscribe(SESSION_CHANNEL, self)
+            except Exception:
+                if not failed:
+                    log.warning("cannot listen for session revocations yet; retrying", exc_info=True)
+                failed = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._listening = True
+            if failed:
+                await self._check_now()  # revocations published meanwhile were missed
+            return
 
     async def close(self) -> None:
         """Server shutdown: close every socket (1001) and stop the engine."""
         self._closed = True
         for connection in list(self.connections):
             connection.close(1001, "Server shutting down")
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        for task in (self._sweeper, self._started):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.engine.close()
-        if self.hub is not None and self._started is not None and self._started.done():
+        if self.hub is not None and self._listening:
             with contextlib.suppress(Exception):
                 await self.hub.unsubscribe(SESSION_CHANNEL, self)
 

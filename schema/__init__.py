@@ -9,6 +9,7 @@ from strawberry.extensions import MaxTokensLimiter
 from strawberry.schema.config import StrawberryConfig
 
 from schema.limits import OperationRateLimit, operation_limits
+from schema.validation_cache import CachedValidation
 
 # Order matters only for the printed SDL; every module may define Query, Mutation
 # and Subscription mixins.
@@ -59,6 +60,7 @@ def build_schema(settings: Any = None) -> ParleySchema:
             lambda: MaxTokensLimiter(max_token_count=settings.max_tokens),
             operation_limits(settings),
             OperationRateLimit,
+            CachedValidation,  # last: after operation_limits added its rules (schema/validation_cache.py)
         ]
         suggestions = settings.flag("field_suggestions_enabled")
     return ParleySchema(

@@ -38,12 +38,12 @@ def format_error(error: GraphQLError, *, request_id: str = "", suggestions: bool
         formatted["extensions"] = original.extensions
     elif isinstance(error, GraphQLSyntaxError) or isinstance(original, GraphQLSyntaxError):
         formatted["extensions"] = {"code": ErrorCode.GRAPHQL_PARSE_FAILED.value}
-    elif original is None and not error.path:
-        variable = _VARIABLE.match(error.message)
-        if variable:  # variable coercion: the document is fine, the input is not
-            formatted["extensions"] = {"code": ErrorCode.BAD_USER_INPUT.value, "field": variable.group(1)}
-        else:
-            formatted["extensions"] = {"code": ErrorCode.GRAPHQL_VALIDATION_FAILED.value}
+    elif not error.path and (variable := _VARIABLE.match(error.message)):
+        # Variable coercion (graphql-core wraps the inner GraphQLError): the document is
+        # fine, the input is not.
+        formatted["extensions"] = {"code": ErrorCode.BAD_USER_INPUT.value, "field": variable.group(1)}
+    elif not error.path and (original is None or isinstance(original, GraphQLError)):
+        formatted["extensions"] = {"code": ErrorCode.GRAPHQL_VALIDATION_FAILED.value}
     else:
         log.error(
             "unexpected error [request %s] at %s: %s",

@@ -27,7 +27,7 @@ from auth.access import access_conversation
 from db import models
 from errors import AppError, BadUserInput, NotFound
 from realtime.events import AUDIT_CHANNEL, PRESENCE_CHANNEL, conversation_channel, user_channel
-from realtime.fanout import LiveSource
+from realtime.live import LiveSource
 from resolvers import admin as admin_resolvers
 from resolvers import conversations as conversations_resolvers
 from resolvers import messages as messages_resolvers

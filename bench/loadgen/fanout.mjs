@@ -12,7 +12,7 @@
 //     server answers), reads the server's CPU and RSS from /proc, and prints ONE
 //     JSON object on stdout (progress goes to stderr).
 //
-// Latency: every mutation's clientMessageId is "bn<run>.<seq>.<sendUs>", sendUs
+// Latency: every mutation's clientMessageId, and the start of its body, is "bn<run>.<seq>.<sendUs>", sendUs
 // read from CLOCK_MONOTONIC (process.hrtime / performance.now, the same clock in
 // every process on the machine) just before the request is written; a worker
 // reads the same clock when the frame arrives, so latency = receive - send needs
@@ -242,7 +242,8 @@ function workerMain() {
     need(typeof m.sender?.username === 'string', 'sender.username');
     need(typeof m.sender?.displayName === 'string', 'sender.displayName');
     need(typeof m.body === 'string', 'body');
-    need(typeof m.clientMessageId === 'string', 'clientMessageId');
+    // echoed to the sender only (string), null for everyone else
+    need(m.clientMessageId === null || typeof m.clientMessageId === 'string', 'clientMessageId');
     need(typeof m.createdAt === 'string', 'createdAt');
     need('editedAt' in m && m.editedAt === null, 'editedAt');
     need('deletedAt' in m && m.deletedAt === null, 'deletedAt');
@@ -725,7 +726,9 @@ function makePoster(cfg) {
 function mutationBody(cfg, prefix, seq) {
   const sendUs = Math.round(nowUs());
   const clientMessageId = `${prefix}${cfg.runId}.${seq}.${sendUs}`;
-  let body = `Fan-out benchmark message #${seq}. `;
+  // The marker leads the body: every subscriber sees the body, while Parley (per the
+  // contract) echoes clientMessageId to the sender only, so matching must not rely on it.
+  let body = `${clientMessageId} Fan-out benchmark message #${seq}. `;
   while (body.length < cfg.bodyBytes) body += 'lorem ipsum ';
   body = body.slice(0, Math.max(cfg.bodyBytes, 16));
   return JSON.stringify({

@@ -24,3 +24,10 @@ async def test_graphql_replies_are_never_cached(client):
     response = await client.post("/graphql", json={"query": "{ __typename }"})
     assert response.headers["cache-control"] == "no-store"
     assert "accept" in response.headers["vary"].lower()
+
+
+async def test_variable_coercion_errors_are_bad_user_input_naming_the_variable(gql):
+    missing = await gql.error("query($c: ID!) { conversation(id: $c) { id } }")
+    assert missing["extensions"] == {"code": "BAD_USER_INPUT", "field": "c"}
+    wrong = await gql.error("query($n: Int) { users(first: $n) { edges { cursor } } }", {"n": "x"})
+    assert wrong["extensions"] == {"code": "BAD_USER_INPUT", "field": "n"}

@@ -176,8 +176,10 @@ async def test_timers_are_handles_not_tasks_and_are_cleaned_up(typing_env: Any) 
     for user in range(100, 300):
         await typing.set(CONV, user, True)
     await events.wait_for(200)
-    # Then each holds one timer handle and no task
-    assert typing.active == 200
+    # Then each holds one timer handle and no task (under load on a busy machine some
+    # states may already have expired: what matters is handles, not tasks)
+    ended = sum(1 for typing_, _, _ in events.items if not typing_)
+    assert typing.active + ended == 200
     assert len(asyncio.all_tasks()) == tasks_before
     # And every state ends by itself and is forgotten
     await events.wait_for(400, within=2)

@@ -10,9 +10,15 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.realtime.wsclient import LiveServer, live_server, start_server, ws_backend  # noqa: F401  (fixtures)
+from tests.realtime import wsclient
+from tests.realtime.wsclient import LiveServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The shared WebSocket fixtures (tests/realtime/wsclient.py), found by pytest here.
+ws_backend = wsclient.ws_backend
+start_server = wsclient.start_server
+live_server = wsclient.live_server
 
 E2E = Path(__file__).resolve().parents[1] / "e2e"
 SCRIPT = E2E / "ws_clients.mjs"
@@ -44,10 +50,10 @@ class NodeClient:
         )
         return cls(process)
 
-    async def until(self, step: str, timeout: float = 15) -> dict[str, Any]:
+    async def until(self, step: str, within: float = 15) -> dict[str, Any]:
         assert self.process.stdout is not None
         while True:
-            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            raw = await asyncio.wait_for(self.process.stdout.readline(), within)
             if not raw:
                 stderr = await self.process.stderr.read() if self.process.stderr else b""
                 raise AssertionError(f"node ended before {step!r}: {self.lines} {stderr.decode()[-2000:]}")

@@ -99,7 +99,7 @@ async def test_subscribe_on_one_instance_write_on_the_other(instances: list[Inst
         cursors: list[str] = []
         last_update: dict[str, Any] = {}
         while len(received) < 20 or last_update.get("unreadCount") != 20:
-            message = await ws.receive(timeout=10)
+            message = await ws.receive(within=10)
             if message.get("type") != "next":
                 continue
             data = message["payload"]["data"]
@@ -129,8 +129,8 @@ async def test_revocation_and_removal_reach_every_instance(instances: list[Insta
             "mutation($g: ID!, $u: ID!) { removeGroupMember(groupId: $g, userId: $u) { id } }",
             {"g": g["id"], "u": member_id},
         )
-        assert (await ws.error(events, timeout=10))["extensions"] == {"code": "NOT_FOUND"}
+        assert (await ws.error(events, within=10))["extensions"] == {"code": "NOT_FOUND"}
         assert await Client(b, member_token).gql("mutation { logout }") == {"logout": True}
-        assert await ws.closed(timeout=10) == (4403, "session revoked")
+        assert await ws.closed(within=10) == (4403, "session revoked")
     finally:
         await ws.close()

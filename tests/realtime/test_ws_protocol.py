@@ -13,17 +13,14 @@ from websockets.exceptions import InvalidStatus
 
 from auth import tokens
 from db import models
-from tests.realtime.wsclient import (  # noqa: F401  (fixtures)
-    LEGACY,
-    TRANSPORT,
-    WS,
-    LiveServer,
-    StartServer,
-    start_server,
-    ws_backend,
-)
+from tests.realtime import wsclient
+from tests.realtime.wsclient import LEGACY, TRANSPORT, WS, LiveServer, StartServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The shared WebSocket fixtures (tests/realtime/wsclient.py), found by pytest here.
+ws_backend = wsclient.ws_backend
+start_server = wsclient.start_server
 
 ME = "query { me { username } }"
 START_DIRECT = "mutation($u: ID!) { startDirectConversation(userId: $u) { id } }"
@@ -167,17 +164,17 @@ async def test_ping_pong_and_server_keepalive(server: LiveServer) -> None:
     await ws.send({"type": "ping", "payload": {"n": 1}})
     assert await ws.expect("pong", skip=("ping",)) == {"type": "pong", "payload": {"n": 1}}
     # the server pings every ws_keepalive_seconds
-    assert await ws.expect("ping", timeout=2) == {"type": "ping"}
+    assert await ws.expect("ping", within=2) == {"type": "ping"}
     await ws.send({"type": "pong"})
-    assert await ws.expect("ping", timeout=2) == {"type": "ping"}
+    assert await ws.expect("ping", within=2) == {"type": "ping"}
 
 
 async def test_legacy_keepalive_is_ka(server: LiveServer) -> None:
     user = await server.user()
     ws = await server.ws(protocol=LEGACY)
     await ws.init(user.token)
-    assert await ws.expect("ka", timeout=2) == {"type": "ka"}
-    assert await ws.expect("ka", timeout=2) == {"type": "ka"}
+    assert await ws.expect("ka", within=2) == {"type": "ka"}
+    assert await ws.expect("ka", within=2) == {"type": "ka"}
 
 
 # -------------------------------------------------------------------------- limits
@@ -248,6 +245,12 @@ async def test_invalid_operations_get_error_messages_and_the_socket_stays(server
     error = await ws.error(op)
     assert error["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert "depth" in error["message"]
+    # refused before validation, as on HTTP (schema.limits.document_refusal)
+    repeated = "subscription { conversationUpdated { " + "id " * 150 + "} }"
+    op = await ws.subscribe(repeated)
+    assert (await ws.error(op))["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    http = await server.raw("query { me { " + "id " * 150 + "} }", token=user.token)
+    assert http["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert await ws.request(ME) == {"me": {"username": user.username}}
 
 
@@ -309,4 +312,4 @@ async def test_missed_revocation_is_caught_by_the_session_sweep(start_server: St
             update(models.AuthSession).where(models.AuthSession.id == user.session_id)
             .values(revoked_at=models.utcnow())
         )
-    assert await ws.closed(timeout=3) == (4403, "session revoked")
+    assert await ws.closed(within=3) == (4403, "session revoked")

@@ -10,10 +10,15 @@ import uuid
 
 import pytest
 
+from tests.realtime import wsclient
 from tests.realtime.conftest import RedisServer
-from tests.realtime.wsclient import LiveServer, StartServer, start_server, ws_backend  # noqa: F401  (fixtures)
+from tests.realtime.wsclient import LiveServer, StartServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The shared WebSocket fixtures (tests/realtime/wsclient.py), found by pytest here.
+ws_backend = wsclient.ws_backend
+start_server = wsclient.start_server
 
 START_DIRECT = "mutation($u: ID!) { startDirectConversation(userId: $u) { id } }"
 SEND = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
@@ -44,7 +49,7 @@ async def test_redis_outage_fills_message_streams_and_asks_others_to_resume(
     got: list[str] = []
     errors: dict[str, list[dict[str, object]]] = {}
     while len(got) < 2 or not errors:
-        message = await ws.receive(timeout=10)
+        message = await ws.receive(within=10)
         if message["type"] == "next":
             assert message["id"] == events
             got.append(message["payload"]["data"]["messageEvents"]["message"]["body"])

@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from tests import factories
-from tests.realtime.wsclient import (  # noqa: F401  (fixtures)
-    WS,
-    LiveServer,
-    live_server,
-    start_server,
-    ws_backend,
-)
+from tests.realtime import wsclient
+from tests.realtime.wsclient import LiveServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# The shared WebSocket fixtures (tests/realtime/wsclient.py), found by pytest here.
+ws_backend = wsclient.ws_backend
+start_server = wsclient.start_server
+live_server = wsclient.live_server
 
 START_DIRECT = "mutation($u: ID!) { startDirectConversation(userId: $u) { id eventCursor } }"
 CREATE_GROUP = (
@@ -35,12 +35,16 @@ EVENTS = (
     "{ id body isDeleted clientMessageId editHistory { body } sender { username } conversation { id } } } }"
 )
 TYPING = "subscription($c: ID!) { typing(conversationId: $c) { conversationId isTyping user { username } } }"
-READ_STATE = "subscription($c: ID!) { readStateChanged(conversationId: $c) { user { username } lastReadMessage { id } } }"
+READ_STATE = (
+    "subscription($c: ID!) { readStateChanged(conversationId: $c) { user { username } lastReadMessage { id } } }"
+)
 UPDATED = "subscription { conversationUpdated { id title unreadCount lastMessage { body } } }"
 REMOVED = "subscription { conversationRemoved }"
 PRESENCE = "subscription($u: [ID!]) { presenceChanged(userIds: $u) { user { username } status } }"
 NOTIFICATIONS = "subscription { notificationAdded { kind actor { username } conversation { id } } }"
-MONITOR = "subscription($i: Int) { adminMonitor(intervalSeconds: $i) { instances connections subscriptions totalUsers } }"
+MONITOR = (
+    "subscription($i: Int) { adminMonitor(intervalSeconds: $i) { instances connections subscriptions totalUsers } }"
+)
 AUDIT = "subscription { auditEvents { kind actor { username } } }"
 
 
@@ -54,7 +58,9 @@ async def group(server: LiveServer, owner: factories.TestUser, *members: factori
     return dict(data["createGroup"])
 
 
-async def send(server: LiveServer, user: factories.TestUser, conversation_id: str, body: str, key: str | None = None) -> str:
+async def send(
+    server: LiveServer, user: factories.TestUser, conversation_id: str, body: str, key: str | None = None
+) -> str:
     data = await server.gql(SEND, {"c": conversation_id, "b": body, "k": key}, token=user.token)
     return str(data["sendMessage"]["id"])
 
@@ -235,7 +241,7 @@ async def test_presence_changed_only_for_users_the_viewer_shares_with(live_serve
     # a stranger comes online: nothing; bob does: ONLINE
     await live_server.ws(stranger.token)
     await live_server.ws(bob.token)
-    event = await ws.expect("next", timeout=3)
+    event = await ws.expect("next", within=3)
     assert event == {"id": op, "type": "next",
                      "payload": {"data": {"presenceChanged": {"user": {"username": bob.username}, "status": "ONLINE"}}}}
     await ws.silent(0.3)
@@ -269,7 +275,7 @@ async def test_admin_monitor(live_server: LiveServer) -> None:
         assert (await ws.error(op))["extensions"] == {"code": "BAD_USER_INPUT", "field": "intervalSeconds"}
     op = await ws.subscribe(MONITOR, {"i": 1})
     first = (await ws.next(op))["adminMonitor"]
-    second = (await ws.next(op, timeout=3))["adminMonitor"]
+    second = (await ws.next(op, within=3))["adminMonitor"]
     assert first["instances"] == second["instances"] == 1
     assert second["connections"] >= 1 and second["subscriptions"] >= 1
     assert second["totalUsers"] >= 1

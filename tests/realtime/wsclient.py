@@ -41,6 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 TRANSPORT = "graphql-transport-ws"
 LEGACY = "graphql-ws"
 TIMEOUT = 5.0
+# What server.py's `serve` runs: uvicorn's sans-I/O protocol plus direct frame writes.
+WS_PROTOCOL = "realtime.uvicorn_ws:ParleyWebSocketProtocol"
 
 
 def free_port() -> int:
@@ -102,16 +104,16 @@ class WS:
     async def complete(self, op_id: str) -> None:
         await self.send({"id": op_id, "type": "complete" if self.protocol == TRANSPORT else "stop"})
 
-    async def receive(self, timeout: float = TIMEOUT) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.conn.recv(), timeout)
+    async def receive(self, within: float = TIMEOUT) -> dict[str, Any]:
+        raw = await asyncio.wait_for(self.conn.recv(), within)
         message: dict[str, Any] = orjson.loads(raw)
         self.messages.append(message)
         return message
 
-    async def expect(self, kind: str, op_id: str | None = None, timeout: float = TIMEOUT,
+    async def expect(self, kind: str, op_id: str | None = None, within: float = TIMEOUT,
                      skip: tuple[str, ...] = ("ping", "ka", "pong")) -> dict[str, Any]:
         """The next message that is not a keep-alive; it must be `kind` (and `op_id`)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             message = await self.receive(max(0.01, deadline - time.monotonic()))
             if message.get("type") in skip and kind not in skip:
@@ -121,10 +123,10 @@ class WS:
                 assert message.get("id") == op_id, f"expected id {op_id}, got {message}"
             return message
 
-    async def next(self, op_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def next(self, op_id: str, within: float = TIMEOUT) -> dict[str, Any]:
         """The payload of the next data message of `op_id` (no errors inside)."""
         kind = "next" if self.protocol == TRANSPORT else "data"
-        message = await self.expect(kind, op_id, timeout)
+        message = await self.expect(kind, op_id, within)
         payload: dict[str, Any] = message["payload"]
         assert "errors" not in payload, payload
         return payload["data"]
@@ -136,9 +138,9 @@ class WS:
         await self.expect("complete", op_id)
         return data
 
-    async def error(self, op_id: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def error(self, op_id: str, within: float = TIMEOUT) -> dict[str, Any]:
         """The first error of an `error` message for `op_id`."""
-        message = await self.expect("error", op_id, timeout)
+        message = await self.expect("error", op_id, within)
         payload = message["payload"]
         return payload[0] if isinstance(payload, list) else payload
 
@@ -152,9 +154,9 @@ class WS:
                 return
             assert message.get("type") in ("ping", "ka", "pong"), f"unexpected {message}"
 
-    async def closed(self, timeout: float = TIMEOUT) -> tuple[int, str]:
+    async def closed(self, within: float = TIMEOUT) -> tuple[int, str]:
         """Wait for the server's close; (code, reason)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         try:
             while True:
                 await self.receive(max(0.01, deadline - time.monotonic()))
@@ -221,13 +223,13 @@ class LiveServer:
     def handler(self) -> Any:
         return self.services.extras["ws"]
 
-    async def settle(self, timeout: float = TIMEOUT) -> None:
+    async def settle(self, within: float = TIMEOUT) -> None:
         """Wait until every operation of this server is set up and every subscription
         live (positioned ones done replaying): the graphql-ws protocol has no
         "subscribed" acknowledgement, so tests ask the server itself."""
         from realtime.fanout import Subscriber
 
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             busy = False
             by_port = {c.ws.scope["client"][1]: c for c in self.handler.connections}
@@ -247,13 +249,15 @@ class LiveServer:
             await asyncio.sleep(0.01)
 
 
-async def _serve(settings: Settings) -> tuple[uvicorn.Server, asyncio.Task[None], Any, int]:
+async def _serve(
+    settings: Settings, ws_protocol: str = WS_PROTOCOL
+) -> tuple[uvicorn.Server, asyncio.Task[None], Any, int]:
     from server import create_app
 
     app = create_app(settings)
     port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, ws="websockets-sansio", ws_per_message_deflate=False,
+    config = uvicorn.Config(  # the WebSocket options of server.py's `serve`
+        app, host="127.0.0.1", port=port, ws=ws_protocol, ws_per_message_deflate=False,
         ws_max_size=settings.max_ws_message_bytes, lifespan="on", log_level="warning",
     )
     server = uvicorn.Server(config)
@@ -290,17 +294,18 @@ async def start_server(
     ws_backend: tuple[str, str | None], tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[StartServer]:
     """`await start_server(**settings_overrides)`: a LiveServer, stopped when the module
-    ends. Several may run at once (one database; the first empties the tables)."""
+    ends. Several may run at once (one database; the first empties the tables).
+    `ws_protocol="websockets-sansio"` runs plain uvicorn (no direct frame writes)."""
     backend, pg_url = ws_backend
     data_dir = tmp_path_factory.mktemp("ws-data")
     running: list[tuple[uvicorn.Server, asyncio.Task[None], LiveServer]] = []
 
     shared_prefix = f"parley-ws-{secrets.token_hex(4)}"  # every instance of this module shares it
 
-    async def start(**overrides: Any) -> LiveServer:
+    async def start(*, ws_protocol: str = WS_PROTOCOL, **overrides: Any) -> LiveServer:
         overrides.setdefault("prefix", shared_prefix)
         settings = make_settings(backend, data_dir, pg_url, **overrides)
-        server, task, app, port = await _serve(settings)
+        server, task, app, port = await _serve(settings, ws_protocol)
         if not running:
             await _empty_tables(app)
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT)
@@ -359,7 +364,7 @@ class Instance:
             return ""
 
 
-async def spawn_instance(env: dict[str, str], data_dir: Path) -> Instance:
+def _launch(env: dict[str, str], data_dir: Path) -> Instance:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / f"server-{port}.log"
@@ -369,11 +374,16 @@ async def spawn_instance(env: dict[str, str], data_dir: Path) -> Instance:
         process = subprocess.Popen(
             [sys.executable, "server.py", "serve"], cwd=REPO, env=full, stdout=log_file, stderr=subprocess.STDOUT,
         )
-    instance = Instance(process, port, log_path)
+    return Instance(process, port, log_path)
+
+
+async def spawn_instance(env: dict[str, str], data_dir: Path) -> Instance:
+    """Start `python server.py serve` with `env` and wait until /readyz answers 200."""
+    instance = _launch(env, data_dir)
     deadline = time.monotonic() + 20
     async with httpx.AsyncClient(timeout=1.0) as client:
         while True:
-            if process.poll() is not None:
+            if instance.process.poll() is not None:
                 raise RuntimeError(f"instance exited: {instance.log()}")
             try:
                 response = await client.get(f"{instance.http_url}/readyz")
@@ -385,8 +395,3 @@ async def spawn_instance(env: dict[str, str], data_dir: Path) -> Instance:
                 instance.stop()
                 raise RuntimeError(f"instance did not become ready: {instance.log()}")
             await asyncio.sleep(0.05)
-
-
-def skip_without(condition: bool, reason: str) -> None:
-    if condition:
-        pytest.skip(reason)

@@ -144,6 +144,10 @@ const resolvers = {
       return event.message;
     },
   },
+  Message: {
+    // Like Parley: the idempotency key is echoed to its sender only.
+    clientMessageId: (m, _a, ctx) => (ctx?.user && m.sender.id === ctx.user.id ? m.clientMessageId : null),
+  },
   Subscription: {
     messageEvents: {
       subscribe: (_s, { conversationId }, ctx) => {
