@@ -206,10 +206,15 @@ async def conversations_of(session: AsyncSession, group_ids: Sequence[int]) -> d
 async def _insert_members(
     session: AsyncSession, conversation_id: int, members: Sequence[tuple[int, str]], now: datetime
 ) -> None:
+    # A newcomer starts "read up to now": the history before joining is not unread;
+    # a message sent concurrently gets a later seq and counts as unread, as it should.
+    last_seq = (
+        await session.execute(select(models.Conversation.last_seq).where(models.Conversation.id == conversation_id))
+    ).scalar_one()
     rows = [
         {
             "conversation_id": conversation_id, "user_id": uid, "role": role, "joined_at": now,
-            "last_read_seq": 0, "hidden": False, "hidden_at_seq": 0,
+            "last_read_seq": last_seq, "hidden": False, "hidden_at_seq": 0,
         }
         for uid, role in members
     ]

@@ -325,3 +325,22 @@ async def test_concurrent_joins_keep_member_count_exact(app, gql):
     assert all(b["data"] == {"leaveGroup": True} for b in leaves), leaves
     remaining = await members_of(app, seeded.conversation_id)
     assert (await group_row(app, seeded.group_id)).member_count == len(remaining) == 7
+
+
+async def test_history_before_joining_is_not_unread_for_a_newcomer(app, gql):
+    # Given a group with three messages
+    owner, bob = await create_user(app), await create_user(app)
+    created = await gql.ok(
+        "mutation { createGroup(input: {name: \"g\"}) { id conversation { id } } }", token=owner.token
+    )
+    conversation_id = created["createGroup"]["conversation"]["id"]
+    send = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
+    for body in ("one", "two", "three"):
+        await gql.ok(send, {"c": conversation_id, "b": body}, token=owner.token)
+    # When bob is added
+    await gql.ok(ADD, {"g": created["createGroup"]["id"], "u": [bob.gid]}, token=owner.token)
+    unread = "query($c: ID!) { conversation(id: $c) { unreadCount } }"
+    # Then nothing is unread for him, and what comes next is
+    assert (await gql.ok(unread, {"c": conversation_id}, token=bob.token))["conversation"]["unreadCount"] == 0
+    await gql.ok(send, {"c": conversation_id, "b": "four"}, token=owner.token)
+    assert (await gql.ok(unread, {"c": conversation_id}, token=bob.token))["conversation"]["unreadCount"] == 1
