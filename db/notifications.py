@@ -34,6 +34,25 @@ async def add(
     return row
 
 
+async def add_many(
+    session: AsyncSession, user_ids: Sequence[int], kind: str, actor_id: int | None,
+    conversation_id: int | None = None, message_id: int | None = None, group_id: int | None = None,
+) -> list[models.Notification]:
+    """One notification per user in one flush (SQLAlchemy batches the INSERTs), ids set."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    rows = [
+        models.Notification(
+            user_id=user_id, kind=kind, actor_id=actor_id, conversation_id=conversation_id,
+            message_id=message_id, group_id=group_id,
+        )
+        for user_id in user_ids
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return rows
+
+
 async def page(
     session: AsyncSession, user_id: int, *, unread_only: bool, limit: int, before_id: int | None
 ) -> list[models.Notification]:

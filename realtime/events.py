@@ -106,7 +106,9 @@ class Publisher:
         """One event per member's channel, sent in one pipelined batch (a large group
         would otherwise cost one Redis round trip per member on every message)."""
         event = {"type": "conversation_updated", "conversation_id": conversation_id}
-        items = [(user_channel(user_id), event) for user_id in user_ids]
+        await self._publish_many([(user_channel(user_id), event) for user_id in user_ids])
+
+    async def _publish_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         if self.hub is None or not items:
             return
         publish_many = getattr(self.hub, "publish_many", None)
@@ -117,7 +119,7 @@ class Publisher:
                 for channel, item in items:
                     await self.hub.publish(channel, item)
         except Exception:
-            log.warning("publish of %d conversation updates failed", len(items), exc_info=True)
+            log.warning("publish of %d events failed", len(items), exc_info=True)
 
     async def conversation_removed(self, user_id: int, conversation_id: int) -> None:
         await self.publish(
@@ -127,6 +129,12 @@ class Publisher:
     async def notification_added(self, user_id: int, notification_id: int) -> None:
         await self.publish(
             user_channel(user_id), {"type": "notification", "notification_id": notification_id}
+        )
+
+    async def notifications_added(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """(user id, notification id) pairs, published in one batch."""
+        await self._publish_many(
+            [(user_channel(u), {"type": "notification", "notification_id": n}) for u, n in pairs]
         )
 
     # --- sessions, presence, audit --------------------------------------------------

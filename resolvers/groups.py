@@ -341,10 +341,9 @@ async def _notify(
     conversation_id: int | None = None,
 ) -> None:
     viewer = ctx.require_viewer()
-    for user_id in user_ids:
-        await notifications_resolvers.notify(
-            tx, ctx, user_id, kind, viewer.user_id, conversation_id=conversation_id, group_id=group_id
-        )
+    await notifications_resolvers.notify_many(
+        tx, ctx, user_ids, kind, viewer.user_id, conversation_id=conversation_id, group_id=group_id
+    )
 
 
 async def _audit(ctx: Context, tx: Transaction, kind: str, detail: dict[str, Any]) -> None:
