@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 from errors import BadUserInput
 from resolvers import attachments
+from schema.params import parse_operation
 from storage.http import FileRecord, make_file_endpoint
 from storage.local import LocalStorage
 from storage.multipart import MultipartLimits, parse_request
@@ -51,16 +52,7 @@ def operation_params(operations: Any) -> dict[str, Any]:
     """The one operation of a multipart request as the server's params dict."""
     if isinstance(operations, list):
         raise BadUserInput("Batched multipart requests are not accepted", field="operations")
-    query = operations.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise BadUserInput("No GraphQL query in the request", field="query")
-    variables = operations.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise BadUserInput("variables must be an object", field="variables")
-    operation_name = operations.get("operationName")
-    if operation_name is not None and not isinstance(operation_name, str):
-        raise BadUserInput("operationName must be a string", field="operationName")
-    return {"query": query, "variables": variables, "operation_name": operation_name}
+    return parse_operation(operations)
 
 
 async def setup(services: Any) -> None:
