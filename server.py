@@ -33,9 +33,11 @@ from auth.perimeter import GRAPHIQL_CSP, SecurityHeaders, client_address
 from db.engine import Database, create_database
 from db.migrate import upgrade
 from errors import AppError, BadUserInput, PayloadTooLarge, RateLimited
+from realtime.transport import WebSocketShortcut
 from resolvers.context import Context, Services
 from schema import ParleySchema, build_schema, export_sdl
 from schema.errors import app_error_payload, format_errors
+from schema.params import parse_operation
 from settings import Settings, SettingsError
 
 log = logging.getLogger("parley")
@@ -91,21 +93,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse_params(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict):
-        raise BadUserInput("The request body must be a JSON object", field="body")
-    query = raw.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise BadUserInput("No GraphQL query in the request", field="query")
-    variables = raw.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise BadUserInput("variables must be an object", field="variables")
-    operation_name = raw.get("operationName")
-    if operation_name is not None and not isinstance(operation_name, str):
-        raise BadUserInput("operationName must be a string", field="operationName")
-    return {"query": query, "variables": variables, "operation_name": operation_name}
 
 
 class GraphQLHTTP:
@@ -170,7 +157,7 @@ class GraphQLHTTP:
                     raw[key] = json.loads(raw[key])
                 except ValueError:
                     raise BadUserInput(f"{key} is not valid JSON", field=key) from None
-        return _parse_params(raw)
+        return parse_operation(raw)
 
     async def _post_params(self, request: Request) -> list[dict[str, Any]]:
         settings = self.state.settings
@@ -190,8 +177,8 @@ class GraphQLHTTP:
                 raise BadUserInput("Batched requests are not accepted", field="body")
             if not raw or len(raw) > settings.max_batch_size:
                 raise BadUserInput(f"A batch holds 1..{settings.max_batch_size} operations", field="body")
-            return _Batch(_parse_params(item) for item in raw)
-        return [_parse_params(raw)]
+            return _Batch(parse_operation(item) for item in raw)
+        return [parse_operation(raw)]
 
     async def context(self, request: Request, address: str | None) -> Context:
         services = self.state.services
@@ -353,6 +340,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/files/{rest:path}", files_endpoint, methods=["GET", "HEAD"]),
     ]
     middleware = [
+        # first: the GraphQL WebSocket skips the HTTP-only layers below (memory per socket)
+        Middleware(WebSocketShortcut, path="/graphql", endpoint=websocket_endpoint),
         Middleware(SecurityHeaders, hsts=settings.behind_https),
         Middleware(
             CORSMiddleware,

@@ -127,9 +127,9 @@ class Settings:
     presence_heartbeat_seconds: float = 10.0
     ws_send_high_water_bytes: int = 1024 * 1024
     ws_send_queue_limit: int = 1000
-    # uvicorn WebSocket implementation (realtime/uvicorn_ws.py): "lean" / "parley" write
-    # prepared frames straight to the transport; "websockets-sansio", "websockets",
-    # "wsproto" are uvicorn's own (every frame through the ASGI send; for comparisons)
+    # uvicorn WebSocket implementation (realtime/uvicorn_ws.py): "parley" (direct frame
+    # writes, lean per-socket state), "direct" (direct writes only); "websockets-sansio",
+    # "websockets", "wsproto" are uvicorn's own (every frame through the ASGI send)
     ws_protocol: str = "parley"
 
     # --- rate limits ("N/period", as understood by the `limits` library)

@@ -8,8 +8,8 @@ probe event, and read the RSS of the server's process tree before connecting and
 the sockets are quiet. Prints a table and JSON lines with ratios against the Node peer
 and the ws floor. Parley runs once per WebSocket implementation (`WS_PROTOCOL`).
 
-  .venv/bin/python bench/idle.py                       # N=1000,5000; parley lean/parley/websockets-sansio
-  .venv/bin/python bench/idle.py --n 1000 --impls lean,websockets-sansio,wsproto --repeat 3
+  .venv/bin/python bench/idle.py                       # N=1000,5000; parley / direct / websockets-sansio
+  .venv/bin/python bench/idle.py --n 1000 --impls parley,websockets-sansio,wsproto --repeat 3
 
 Standard library only (it drives bench/run.py's machinery and bench/loadgen/fanout.mjs).
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402  (bench/run.py)
+import run as bench  # bench/run.py
 
-DEFAULT_IMPLS = "lean,parley,websockets-sansio"
+DEFAULT_IMPLS = "parley,direct,websockets-sansio"
 OTHERS = ("node-peer", "ws-floor", "py-floor")
 
 

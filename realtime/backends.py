@@ -214,7 +214,7 @@ class RedisBackend(Backend):
         backoff_min: float = 0.05,
         backoff_max: float = 5.0,
         queue_size: int = 10_000,
-        max_publish_connections: int = 32,
+        max_publish_connections: int = 8,
     ) -> None:
         options: dict[str, Any] = dict(parse_url(url))
         self._connection_class: type[AbstractConnection] = options.pop("connection_class", Connection)

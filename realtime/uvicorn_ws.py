@@ -1,8 +1,11 @@
-"""uvicorn's sans-I/O WebSocket protocol, plus a direct text-frame write for fan-out.
+"""uvicorn's sans-I/O WebSocket protocol, plus a direct text-frame write for fan-out,
+with less memory per socket.
 
-`ParleyWebSocketProtocol` is passed as `ws=` to `uvicorn.run` (server.py). It behaves
-exactly like uvicorn's `websockets-sansio` implementation (handshake, reads, pings,
-close handshake, ASGI `send`/`receive`), and additionally puts itself in the ASGI scope
+`ParleyWebSocketProtocol` is passed as `ws=` to `uvicorn.run` (server.py, setting
+`WS_PROTOCOL=parley`). It behaves like uvicorn's `websockets-sansio` implementation
+(handshake, reads, pings, close handshake, ASGI `send`/`receive`), and:
+
+1. (`DirectWebSocketProtocol`) puts itself in the ASGI scope
 as `scope["extensions"][DIRECT_SEND]`, so `realtime.connection` can hand a ready frame
 to the kernel without the ASGI `send` coroutine per socket (measured ~16 µs each: await
 `writable`, a state machine, `Frame.serialize`, a join, the starlette wrappers):
@@ -21,6 +24,12 @@ text frames through one path (realtime.connection routes all of them here once t
 extension is present). permessage-deflate must be off: a direct frame is never
 compressed (server.py sets `ws_per_message_deflate=False`, and an offered extension
 is then not negotiated).
+
+2. holds less per socket (measured with bench/idle.py, RSS per 1000 subscribed sockets:
+~40 MB with uvicorn's class, ~30 MB with this one): a small receive inbox and writable
+flag instead of asyncio.Queue / asyncio.Event (four deques), and once the handshake is
+answered it drops the handshake's request/response objects, including the request that
+websockets' parser generator would otherwise keep alive for the socket's whole life.
 """
 from __future__ import annotations
 
@@ -28,11 +37,12 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import Protocol
 
 from realtime.transport import DIRECT_SEND, text_frame_header
 
 
-class ParleyWebSocketProtocol(WebSocketsSansIOProtocol):
+class DirectWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol with `write_text` exposed through the scope."""
 
     def handle_connect(self, event: Any) -> None:
@@ -131,8 +141,8 @@ class _Writable:
         return True
 
 
-class LeanWebSocketProtocol(ParleyWebSocketProtocol):
-    """`ParleyWebSocketProtocol` holding less per socket: the receive queue and the
+class ParleyWebSocketProtocol(DirectWebSocketProtocol):
+    """`DirectWebSocketProtocol` holding less per socket: the receive queue and the
     writable flag above instead of asyncio's, and the handshake's request/response
     objects (their header structures) dropped once the handshake is answered (the ASGI
     scope keeps its own copy of the request headers)."""
@@ -147,12 +157,30 @@ class LeanWebSocketProtocol(ParleyWebSocketProtocol):
         if self.handshake_complete and getattr(self, "response", None) is not None:
             self.response = None  # type: ignore[assignment]
             self.request = None  # type: ignore[assignment]
+            _drop_handshake_parser(self.conn)
+
+
+def _drop_handshake_parser(conn: Any) -> None:
+    """websockets' ServerProtocol.parse() reads the HTTP request, then delegates to the
+    frame parser for the socket's whole life, its generator frame keeping the parsed
+    request (headers and all) alive. At a frame boundary with nothing buffered (always
+    the case right after the 101: a client sends frames only once it has it), start the
+    frame parser directly instead; the reader's state lives on `conn`, not in the frame."""
+    outer = conn.parser
+    inner = getattr(outer, "gi_yieldfrom", None)  # Protocol.parse()
+    innermost = getattr(inner, "gi_yieldfrom", None)  # StreamReader.at_eof() between frames
+    if innermost is None or getattr(innermost, "__name__", "") != "at_eof" or conn.reader.buffer:
+        return
+    parser = Protocol.parse(conn)
+    next(parser)
+    conn.parser = parser
+    outer.close()
 
 
 # settings.ws_protocol -> what `uvicorn.run(ws=...)` takes
 WS_PROTOCOLS = {
-    "parley": "realtime.uvicorn_ws:ParleyWebSocketProtocol",
-    "lean": "realtime.uvicorn_ws:LeanWebSocketProtocol",
+    "parley": "realtime.uvicorn_ws:ParleyWebSocketProtocol",  # direct writes + lean (production)
+    "direct": "realtime.uvicorn_ws:DirectWebSocketProtocol",  # direct writes, uvicorn's per-socket state
     "websockets-sansio": "websockets-sansio",
     "websockets": "websockets",
     "wsproto": "wsproto",
