@@ -42,7 +42,9 @@ async def _hash() -> str:
     return _HASH
 
 
-async def create_user(app: Any, username: str | None = None, *, admin: bool = False, display_name: str | None = None) -> TestUser:
+async def create_user(
+    app: Any, username: str | None = None, *, admin: bool = False, display_name: str | None = None
+) -> TestUser:
     services = app.state.parley.services
     settings = services.settings
     name = username or f"user{next(_counter)}"
