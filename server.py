@@ -311,6 +311,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ws_factory = state.services.extras.get("ws_handler_factory")
         state.ws_handler = ws_factory(state.schema, state.services) if ws_factory else None
         state.file_endpoint = state.services.extras.get("file_endpoint")
+        if settings.gc_freeze:
+            from realtime import gc_policy
+
+            gc_policy.install()
         try:
             yield
         finally:
@@ -357,6 +361,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             max_age=600,
         ),
     ]
+    if settings.bench_floor_enabled:  # benchmark 2's floor (bench/floor_app.py); off by default
+        from bench.floor_app import floor_routes
+
+        routes += floor_routes(state)
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.parley = state
     return app
@@ -366,10 +374,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 def _serve(settings: Settings) -> None:
+    import os
+
     import uvicorn
 
     from realtime.uvicorn_ws import uvicorn_ws
 
+    # the GC policy for many long-lived sockets (realtime/gc_policy.py), in every worker
+    # (they build their Settings from the environment); GC_FREEZE=false turns it off
+    os.environ.setdefault("GC_FREEZE", "true")
     uvicorn.run(
         "server:create_app",
         factory=True,

@@ -131,6 +131,13 @@ class Settings:
     # writes, lean per-socket state), "direct" (direct writes only); "websockets-sansio",
     # "websockets", "wsproto" are uvicorn's own (every frame through the ASGI send)
     ws_protocol: str = "parley"
+    # freeze what survives each full GC and re-check it every 10 minutes instead of
+    # walking every socket's objects on each full collection (realtime/gc_policy.py);
+    # `server.py serve` turns it on, a test process keeps Python's default GC
+    gc_freeze: bool = False
+    # bench/reads.py's floor: hand-written SQL answering the same pages (bench/floor_app.py);
+    # never on in a deployment
+    bench_floor_enabled: bool = False
 
     # --- rate limits ("N/period", as understood by the `limits` library)
     rate_limit_auth: str = "10/minute"
