@@ -699,6 +699,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--quick", action="store_true", help=f"small run: N=100, M={QUICK_MESSAGES}, short timeouts")
+    p.add_argument(
+        "--suite", default=None,
+        help="comma list of fanout, idle, reads, writes, or all (default: all when run with no arguments, "
+        "as `make bench` does; fanout otherwise)",
+    )
     p.add_argument("--targets", default=",".join(ALL_TARGETS), help="comma list of " + ", ".join(ALL_TARGETS))
     p.add_argument("--n", default=None, help="comma list of socket counts (default 100,1000,5000; --quick: 100)")
     p.add_argument("--messages", "-m", type=int, default=None, help="messages per run (default depends on N)")
@@ -728,8 +733,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dirs (server logs, DATA_DIR)")
     p.add_argument("--verbose", "-v", action="store_true", help="stream load generator progress to stderr")
     p.add_argument("--node", default=shutil.which("node"), help="node binary")
+    raw = sys.argv[1:] if argv is None else argv
     args = p.parse_args(argv)
     args.cleanups = []
+    suite = args.suite or ("all" if not raw else "fanout")
+    args.suite = ["fanout", "idle", "reads", "writes"] if suite == "all" else [x.strip() for x in suite.split(",")]
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for t in args.targets:
         if t not in TARGETS:
@@ -785,8 +793,29 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.jsonl).write_text("\n".join(lines) + "\n")
     # Non-zero only when a target that ran did not deliver everything correctly;
     # an unavailable target (e.g. Parley not built yet) is reported, not fatal.
-    return 1 if any(r["status"] == "failed" for r in results) else 0
+    failed = any(r["status"] == "failed" for r in results)
+    return 1 if failed else 0
+
+
+def run_suite(argv: list[str] | None = None) -> int:
+    """Benchmarks 1-4 (bench/README.md): fan-out here, then idle, reads, writes."""
+    args = parse_args(argv)
+    code = main(argv) if "fanout" in args.suite else 0
+    services = []
+    if args.database_url:
+        services += ["--database-url", args.database_url]
+    extra = {
+        "idle": services + (["--broadcast-url", args.broadcast_url] if args.broadcast_url else []),
+        "reads": services,
+        "writes": services + (["--broadcast-url", args.broadcast_url] if args.broadcast_url else []),
+    }
+    for name in ("idle", "reads", "writes"):
+        if name in args.suite:
+            module = __import__(name)  # bench/<name>.py, next to this file
+            sys.stdout.flush()
+            code = max(code, module.main(extra[name]))
+    return code
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_suite())
