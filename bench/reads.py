@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -141,64 +140,44 @@ def run_loadgen(args: argparse.Namespace, cfg: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--warmup", type=float, default=2)
-    p.add_argument("--database-url", default=None)
-    p.add_argument("--server-env", action="append", default=[])
-    p.add_argument("--jsonl", default=None)
-    p.add_argument("--node", default=shutil.which("node"))
+    bench.add_http_bench_options(p)
     a = p.parse_args(argv)
-    args = bench.parse_args(["--targets", "parley"])
-    args.database_url = a.database_url
-    args.broadcast_url = None
-    args.server_env = ["BENCH_FLOOR_ENABLED=true", *a.server_env]
-    args.current_sockets_per_user = 20
-    a.node = a.node or args.node
-    tmp = Path(tempfile.mkdtemp(prefix="parley-bench-http-"))
-    cmd, cwd = bench.parley_command(args)
-    port = bench.free_port()
-    server = bench.start_server(cmd, bench.parley_env(args, tmp, port), cwd, tmp, port)
     rows: list[dict] = []
     status, reason = "ok", None
     try:
-        bench.wait_ready(server, 60, True)
-        data = setup(server, 8)
-        token, busy = data["token"], data["busy"]
-        variants = [
-            ("conversations", "graphql", "/graphql", {"query": CONVERSATIONS}),
-            ("conversations", "floor", "/bench/floor/conversations", {}),
-            ("messages", "graphql", "/graphql", {"query": MESSAGES, "variables": {"c": busy}}),
-            ("messages", "floor", "/bench/floor/messages", {"conversationId": busy}),
-        ]
-        # the floor must answer exactly what GraphQL answers
-        for page in ("conversations", "messages"):
-            answers = [post(f"http://{bench.HOST}:{port}{path}", body, token)
-                       for name, _, path, body in variants if name == page]
-            if answers[0] != answers[1] or answers[0].get("errors"):
-                status, reason = "failed", f"{page}: the floor's answer differs from GraphQL's"
-                print(json.dumps(answers[0])[:1500], "\n", json.dumps(answers[1])[:1500], file=sys.stderr)
-        edges = answers[0]["data"]["messages"]["edges"] if status == "ok" else []
-        # a constant number of statements: a page of 5 costs what a page of 20 does
-        small = per_request_statements(server, "/graphql", {"query": CONVERSATIONS.replace("first: 20", "first: 5")},
-                                       token)
-        bench.log(f"http: setup {data['setup_s']}s; {len(edges)} messages per page; measuring")
-        for page, kind, path, body in variants:
-            row = {"type": "http", "page": page, "kind": kind, "concurrency": a.concurrency}
-            row["sql_per_request"] = per_request_statements(server, path, body, token)
-            if page == "conversations" and kind == "graphql":
-                row["sql_per_request_first_5"] = small
-                row["sql_constant"] = small == row["sql_per_request"]
-            row.update(loadgen(a, server, path, body, token))
-            rows.append(row)
-            if row["errors"]:
-                status, reason = "failed", f"{page}/{kind}: {row['errors']} errors: {row['error_sample']}"
+        with bench.floor_enabled_server(a, "parley-bench-http-") as server:
+            data = setup(server, 8)
+            token, busy = data["token"], data["busy"]
+            variants = [
+                ("conversations", "graphql", "/graphql", {"query": CONVERSATIONS}),
+                ("conversations", "floor", "/bench/floor/conversations", {}),
+                ("messages", "graphql", "/graphql", {"query": MESSAGES, "variables": {"c": busy}}),
+                ("messages", "floor", "/bench/floor/messages", {"conversationId": busy}),
+            ]
+            # the floor must answer exactly what GraphQL answers
+            for page in ("conversations", "messages"):
+                answers = [post(f"http://{bench.HOST}:{server.port}{path}", body, token)
+                           for name, _, path, body in variants if name == page]
+                if answers[0] != answers[1] or answers[0].get("errors"):
+                    status, reason = "failed", f"{page}: the floor's answer differs from GraphQL's"
+                    print(json.dumps(answers[0])[:1500], "\n", json.dumps(answers[1])[:1500], file=sys.stderr)
+            edges = answers[0]["data"]["messages"]["edges"] if status == "ok" else []
+            # a constant number of statements: a page of 5 costs what a page of 20 does
+            first_5 = {"query": CONVERSATIONS.replace("first: 20", "first: 5")}
+            small = per_request_statements(server, "/graphql", first_5, token)
+            bench.log(f"http: setup {data['setup_s']}s; {len(edges)} messages per page; measuring")
+            for page, kind, path, body in variants:
+                row = {"type": "http", "page": page, "kind": kind, "concurrency": a.concurrency}
+                row["sql_per_request"] = per_request_statements(server, path, body, token)
+                if page == "conversations" and kind == "graphql":
+                    row["sql_per_request_first_5"] = small
+                    row["sql_constant"] = small == row["sql_per_request"]
+                row.update(loadgen(a, server, path, body, token))
+                rows.append(row)
+                if row["errors"]:
+                    status, reason = "failed", f"{page}/{kind}: {row['errors']} errors: {row['error_sample']}"
     except (bench.Unavailable, RuntimeError, OSError, ValueError, KeyError) as e:
         status, reason = "failed", f"{type(e).__name__}: {e}"
-    finally:
-        server.stop()
-        while args.cleanups:
-            args.cleanups.pop()()
-        shutil.rmtree(tmp, ignore_errors=True)
     ratios = []
     for page in ("conversations", "messages"):
         g = next((r for r in rows if r["page"] == page and r["kind"] == "graphql"), None)
@@ -227,12 +206,8 @@ def main(argv: list[str] | None = None) -> int:
               f"CPU per request {x['graphql_over_floor_cpu']}x, SQL statements {x['graphql_sql_per_request']} "
               f"vs {x['floor_sql_per_request']}")
     print()
-    lines = [json.dumps(x) for x in [*rows, *ratios, {"type": "status", "bench": "http", "status": status,
-                                                       "reason": reason}]]
-    for line in lines:
-        print(line)
-    if a.jsonl:
-        Path(a.jsonl).write_text("\n".join(lines) + "\n")
+    bench.emit_json([*rows, *ratios, {"type": "status", "bench": "http", "status": status, "reason": reason}],
+                    a.jsonl)
     return 0 if status == "ok" else 1
 
 

@@ -31,6 +31,7 @@ See bench/README.md for how to read the figures.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,49 @@ def parley_command(args: argparse.Namespace) -> tuple[list[str], Path]:
     venv_python = REPO / ".venv" / "bin" / "python"
     python = str(venv_python) if venv_python.exists() else sys.executable
     return [python, "server.py", "serve"], REPO
+
+
+def add_http_bench_options(p: argparse.ArgumentParser) -> None:
+    """The options bench/reads.py and bench/writes.py share."""
+    p.add_argument("--seconds", type=float, default=8)
+    p.add_argument("--warmup", type=float, default=2)
+    p.add_argument("--database-url", default=os.environ.get("PARLEY_BENCH_DATABASE_URL"))
+    p.add_argument("--broadcast-url", default=os.environ.get("PARLEY_BENCH_BROADCAST_URL"))
+    p.add_argument("--server-env", action="append", default=[])
+    p.add_argument("--jsonl", default=None)
+    p.add_argument("--node", default=shutil.which("node"))
+
+
+@contextlib.contextmanager
+def floor_enabled_server(a: argparse.Namespace, tmp_prefix: str) -> Iterator[Server]:
+    """A ready Parley with the bench floor routes (BENCH_FLOOR_ENABLED) for the HTTP
+    benchmarks, on a fresh database; stopped and cleaned up on exit."""
+    args = parse_args(["--targets", "parley"])
+    args.database_url, args.broadcast_url = a.database_url, a.broadcast_url
+    args.server_env = ["BENCH_FLOOR_ENABLED=true", *a.server_env]
+    args.current_sockets_per_user = 20
+    a.node = a.node or args.node
+    tmp = Path(tempfile.mkdtemp(prefix=tmp_prefix))
+    cmd, cwd = parley_command(args)
+    port = free_port()
+    server = start_server(cmd, parley_env(args, tmp, port), cwd, tmp, port)
+    try:
+        wait_ready(server, 60, True)
+        yield server
+    finally:
+        server.stop()
+        while args.cleanups:
+            args.cleanups.pop()()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def emit_json(items: list[dict], jsonl: str | None) -> None:
+    """Print one JSON line per item (and write them to `jsonl` when given)."""
+    lines = [json.dumps(x) for x in items]
+    for line in lines:
+        print(line)
+    if jsonl:
+        Path(jsonl).write_text("\n".join(lines) + "\n")
 
 
 def parley_env(args: argparse.Namespace, tmp: Path, port: int) -> dict[str, str]:

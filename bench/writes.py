@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,73 +38,54 @@ CREATE_GROUP = "mutation($i: CreateGroupInput!) { createGroup(input: $i) { conve
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=8)
-    p.add_argument("--warmup", type=float, default=2)
-    p.add_argument("--database-url", default=bench.os.environ.get("PARLEY_BENCH_DATABASE_URL"))
-    p.add_argument("--broadcast-url", default=bench.os.environ.get("PARLEY_BENCH_BROADCAST_URL"))
-    p.add_argument("--server-env", action="append", default=[])
-    p.add_argument("--jsonl", default=None)
-    p.add_argument("--node", default=shutil.which("node"))
+    bench.add_http_bench_options(p)
     a = p.parse_args(argv)
     a.concurrency = SENDERS
-    args = bench.parse_args(["--targets", "parley"])
-    args.database_url, args.broadcast_url = a.database_url, a.broadcast_url
-    args.server_env = ["BENCH_FLOOR_ENABLED=true", *a.server_env]
-    args.current_sockets_per_user = 20
-    a.node = a.node or args.node
-    tmp = Path(tempfile.mkdtemp(prefix="parley-bench-writes-"))
-    cmd, cwd = bench.parley_command(args)
-    port = bench.free_port()
-    server = bench.start_server(cmd, bench.parley_env(args, tmp, port), cwd, tmp, port)
     rows: list[dict] = []
     status, reason = "ok", None
     try:
-        bench.wait_ready(server, 60, True)
-        run = secrets.token_hex(3)
-        password = f"Bench-{secrets.token_urlsafe(12)}-9aZ"
+        with bench.floor_enabled_server(a, "parley-bench-writes-") as server:
+            run = secrets.token_hex(3)
+            password = f"Bench-{secrets.token_urlsafe(12)}-9aZ"
 
-        def register(i: int) -> tuple[str, str]:
-            d = bench.gql(server.http_url, bench.REGISTER, {"input": {
-                "username": f"w{run}_{i:03d}", "password": password, "displayName": f"Writer {i}"}})["register"]
-            return d["accessToken"], d["user"]["id"]
+            def register(i: int) -> tuple[str, str]:
+                d = bench.gql(server.http_url, bench.REGISTER, {"input": {
+                    "username": f"w{run}_{i:03d}", "password": password, "displayName": f"Writer {i}"}})["register"]
+                return d["accessToken"], d["user"]["id"]
 
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            users = list(pool.map(register, range(SENDERS)))
-        ids = [u for _, u in users]
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                users = list(pool.map(register, range(SENDERS)))
+            ids = [u for _, u in users]
 
-        def group(owner: int) -> str:
-            members = [u for u in ids if u != ids[owner]]
-            return bench.gql(server.http_url, CREATE_GROUP, {"i": {"name": f"writers {owner}", "memberIds": members}},
-                             users[owner][0])["createGroup"]["conversation"]["id"]
+            def group(owner: int) -> str:
+                members = [u for u in ids if u != ids[owner]]
+                group_input = {"i": {"name": f"writers {owner}", "memberIds": members}}
+                return bench.gql(server.http_url, CREATE_GROUP, group_input,
+                                 users[owner][0])["createGroup"]["conversation"]["id"]
 
-        shared = group(0)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            own = list(pool.map(group, range(SENDERS)))
-        for shape, targets in (("shared", [shared] * SENDERS), ("spread", own)):
-            requests = []
-            for k, (token, _) in enumerate(users):
-                body = json.dumps({"query": bench.SEND_MESSAGE, "variables": {"input": {
-                    "conversationId": targets[k], "body": f"write benchmark {shape} from {k}",
-                    "clientMessageId": f"{shape}-{k}-{{seq}}"}}})
-                requests.append({"path": "/graphql", "token": token, "body": body})
-            before = reads.statements(server)
-            t0 = time.monotonic()
-            cfg = {"requests": requests}
-            result = loadgen(a, server, cfg)
-            row = {"type": "writes", "shape": shape, "senders": SENDERS, **result}
-            row["sql_per_mutation"] = round((reads.statements(server) - before) / max(1, result["requests"]), 1)
-            row["note"] = "sql_per_mutation counts warm-up sends too; approximate"
-            row["wall_s"] = round(time.monotonic() - t0, 1)
-            rows.append(row)
-            if row["errors"]:
-                status, reason = "failed", f"{shape}: {row['errors']} errors: {row['error_sample']}"
+            shared = group(0)
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                own = list(pool.map(group, range(SENDERS)))
+            for shape, targets in (("shared", [shared] * SENDERS), ("spread", own)):
+                requests = []
+                for k, (token, _) in enumerate(users):
+                    body = json.dumps({"query": bench.SEND_MESSAGE, "variables": {"input": {
+                        "conversationId": targets[k], "body": f"write benchmark {shape} from {k}",
+                        "clientMessageId": f"{shape}-{k}-{{seq}}"}}})
+                    requests.append({"path": "/graphql", "token": token, "body": body})
+                before = reads.statements(server)
+                t0 = time.monotonic()
+                cfg = {"requests": requests}
+                result = loadgen(a, server, cfg)
+                row = {"type": "writes", "shape": shape, "senders": SENDERS, **result}
+                row["sql_per_mutation"] = round((reads.statements(server) - before) / max(1, result["requests"]), 1)
+                row["note"] = "sql_per_mutation counts warm-up sends too; approximate"
+                row["wall_s"] = round(time.monotonic() - t0, 1)
+                rows.append(row)
+                if row["errors"]:
+                    status, reason = "failed", f"{shape}: {row['errors']} errors: {row['error_sample']}"
     except (bench.Unavailable, RuntimeError, OSError, ValueError, KeyError) as e:
         status, reason = "failed", f"{type(e).__name__}: {e}"
-    finally:
-        server.stop()
-        while args.cleanups:
-            args.cleanups.pop()()
-        shutil.rmtree(tmp, ignore_errors=True)
     by = {r["shape"]: r for r in rows}
     ratio = None
     if "shared" in by and "spread" in by and by["shared"]["rps"]:
@@ -122,12 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if ratio:
         print(f"  spread ÷ shared throughput: {ratio['spread_over_shared_rps']}")
     print()
-    lines = [json.dumps(x) for x in [*rows, *([ratio] if ratio else []),
-                                     {"type": "status", "bench": "writes", "status": status, "reason": reason}]]
-    for line in lines:
-        print(line)
-    if a.jsonl:
-        Path(a.jsonl).write_text("\n".join(lines) + "\n")
+    bench.emit_json([*rows, *([ratio] if ratio else []),
+                     {"type": "status", "bench": "writes", "status": status, "reason": reason}], a.jsonl)
     return 0 if status == "ok" else 1
 
 

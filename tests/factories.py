@@ -73,3 +73,35 @@ async def create_user(
 
 async def create_users(app: Any, count: int, prefix: str = "user") -> list[TestUser]:
     return [await create_user(app, f"{prefix}{next(_counter)}") for _ in range(count)]
+
+
+@dataclass
+class GroupChat:
+    group_id: int
+    conversation_id: int
+
+    @property
+    def gid(self) -> str:
+        return ids.encode("Conversation", self.conversation_id)
+
+
+async def make_group(app: Any, owner: TestUser, members: dict[str, list[TestUser]] | None = None,
+                     name: str = "Team") -> GroupChat:
+    """A group and its GROUP conversation: `owner` as OWNER, `members` by role name."""
+    db = app.state.parley.services.db
+    now = datetime.now(UTC)
+    roles: list[tuple[int, str]] = [(owner.id, "OWNER")]
+    for role, users in (members or {}).items():
+        roles.extend((u.id, role) for u in users)
+    async with db.writer() as s, s.begin():
+        group = models.Group(name=name, name_key=name.casefold(), visibility="PRIVATE", owner_id=owner.id,
+                             member_count=len(roles), created_at=now)
+        s.add(group)
+        await s.flush()
+        conversation = models.Conversation(kind="GROUP", group_id=group.id, created_at=now, updated_at=now,
+                                           last_seq=0, last_event_pos=0)
+        s.add(conversation)
+        await s.flush()
+        s.add_all([models.ConversationMember(conversation_id=conversation.id, user_id=uid, role=role, joined_at=now)
+                   for uid, role in roles])
+    return GroupChat(group.id, conversation.id)

@@ -17,6 +17,7 @@ from db import models
 from resolvers.attachments import signing_secret
 from schema import ids
 from storage.signing import file_path
+from tests import factories
 from tests.factories import TestUser
 
 PREFLIGHT = {"Apollo-Require-Preflight": "true"}
@@ -113,21 +114,7 @@ async def make_direct(app: Any, a: TestUser, b: TestUser) -> Chat:
 
 async def make_group(app: Any, owner: TestUser, members: dict[str, list[TestUser]] | None = None) -> Chat:
     """A group and its GROUP conversation: `owner` as OWNER, `members` by role name."""
-    db = app.state.parley.services.db
-    now = datetime.now(UTC)
-    roles = [(owner.id, "OWNER")] + [(u.id, role) for role, users in (members or {}).items() for u in users]
-    async with db.writer() as s, s.begin():
-        group = models.Group(name="Team", name_key="team", visibility="PRIVATE", owner_id=owner.id,
-                             member_count=len(roles), created_at=now)
-        s.add(group)
-        await s.flush()
-        conversation = models.Conversation(kind="GROUP", group_id=group.id, created_at=now, updated_at=now,
-                                           last_seq=0, last_event_pos=0)
-        s.add(conversation)
-        await s.flush()
-        s.add_all([models.ConversationMember(conversation_id=conversation.id, user_id=uid, role=role, joined_at=now)
-                   for uid, role in roles])
-    return Chat(conversation.id)
+    return Chat((await factories.make_group(app, owner, members)).conversation_id)
 
 
 async def remove_member(app: Any, chat: Chat, user: TestUser) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select
 from db import models
 from realtime.events import Publisher
 from schema import ids
-from tests.factories import TestUser
+from tests.factories import GroupChat, TestUser, make_group  # noqa: F401 (re-exported for the chat tests)
 
 
 class RecordingHub:
@@ -71,38 +71,6 @@ def count_statements(app: Any) -> Any:
             event.remove(engine, "before_cursor_execute", before)
 
     return counting
-
-
-@dataclass
-class GroupChat:
-    group_id: int
-    conversation_id: int
-
-    @property
-    def gid(self) -> str:
-        return ids.encode("Conversation", self.conversation_id)
-
-
-async def make_group(app: Any, owner: TestUser, members: dict[str, list[TestUser]] | None = None,
-                     name: str = "Team") -> GroupChat:
-    """A group and its GROUP conversation: `owner` as OWNER, `members` by role name."""
-    db = app.state.parley.services.db
-    now = datetime.now(UTC)
-    roles: list[tuple[int, str]] = [(owner.id, "OWNER")]
-    for role, users in (members or {}).items():
-        roles.extend((u.id, role) for u in users)
-    async with db.writer() as s, s.begin():
-        group = models.Group(name=name, name_key=name.casefold(), visibility="PRIVATE", owner_id=owner.id,
-                             member_count=len(roles), created_at=now)
-        s.add(group)
-        await s.flush()
-        conversation = models.Conversation(kind="GROUP", group_id=group.id, created_at=now, updated_at=now,
-                                           last_seq=0, last_event_pos=0)
-        s.add(conversation)
-        await s.flush()
-        s.add_all([models.ConversationMember(conversation_id=conversation.id, user_id=uid, role=role, joined_at=now)
-                   for uid, role in roles])
-    return GroupChat(group.id, conversation.id)
 
 
 async def count_rows(app: Any, model: type[models.Base]) -> int:

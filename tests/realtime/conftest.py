@@ -21,6 +21,8 @@ import pytest_asyncio
 
 from realtime.backends import RedisBackend
 from realtime.hub import Hub
+from realtime.presence import create_redis
+from settings import Settings
 
 RUN_PREFIX = f"parley-test:{uuid.uuid4().hex[:10]}:"
 
@@ -156,3 +158,24 @@ async def make_hub() -> AsyncIterator[Callable[..., Hub]]:
     yield build
     for instance in hubs:
         await instance.stop()
+
+
+async def delete_prefixed_keys(redis_url: str | None, prefix: str) -> None:
+    """Remove every key under `prefix` from the shared test Redis (never a flush)."""
+    if not redis_url:
+        return
+    client = create_redis(redis_url)
+    assert client is not None
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def prefixed_settings(settings_factory: Any) -> AsyncIterator[Settings]:
+    """Settings with a key prefix of the test's own, removed afterwards: presence and
+    stats state outlive an app by its grace period and would leak into the next test."""
+    prefix = f"parley-test:{uuid.uuid4().hex[:10]}"
+    yield settings_factory(channel_prefix=prefix)
+    await delete_prefixed_keys(os.environ.get("TEST_REDIS_URL"), prefix)

@@ -13,12 +13,11 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from redis import Redis as SyncRedis
 from sqlalchemy import select, update
 
 from db import models
@@ -28,6 +27,7 @@ from realtime.presence import Presence, create_redis
 from resolvers.presence import choice_loader, last_seen_writer
 from settings import Settings
 from tests.factories import create_user
+from tests.realtime.conftest import delete_prefixed_keys
 
 if TYPE_CHECKING:
     from tests.realtime.conftest import RedisServer
@@ -102,13 +102,7 @@ class Env:
     async def cleanup(self) -> None:
         for presence in self.instances:
             await presence.close()
-        if self.redis_url:
-            client = create_redis(self.redis_url)
-            assert client is not None
-            keys = [key async for key in client.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+        await delete_prefixed_keys(self.redis_url, self.prefix)
         for client in self.clients:
             await client.aclose()
 
@@ -412,18 +406,8 @@ async def test_state_is_restored_when_redis_comes_back(bare_env: Env, redis_serv
 
 
 @pytest.fixture
-def settings(settings_factory: Any) -> Iterator[Settings]:
-    """Each test's app gets its own key prefix, removed afterwards: presence state
-    outlives an app by its grace period and would leak into the next test's app."""
-    prefix = f"parley-test:{uuid.uuid4().hex[:10]}"
-    yield settings_factory(channel_prefix=prefix)
-    url = os.environ.get("TEST_REDIS_URL")
-    if url:
-        client = SyncRedis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+def settings(prefixed_settings: Settings) -> Settings:
+    return prefixed_settings
 
 
 

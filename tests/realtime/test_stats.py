@@ -10,17 +10,17 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from redis import Redis as SyncRedis
 
 from realtime.events import Publisher
 from realtime.presence import Presence, create_redis
 from realtime.stats import Stats
 from settings import Settings
 from tests.factories import create_user
+from tests.realtime.conftest import delete_prefixed_keys
 
 HEARTBEAT = 0.1
 EXPIRY = 3 * HEARTBEAT
@@ -58,13 +58,7 @@ class Deployment:
     async def cleanup(self) -> None:
         for item in reversed(self.closables):
             await item.close()
-        if self.redis_url:
-            redis = create_redis(self.redis_url)
-            assert redis is not None
-            keys = [key async for key in redis.scan_iter(match=f"{self.prefix}:*")]
-            if keys:
-                await redis.delete(*keys)
-            await redis.aclose()
+        await delete_prefixed_keys(self.redis_url, self.prefix)
         for redis in self.clients:
             await redis.aclose()
 
@@ -158,18 +152,8 @@ async def test_unreachable_redis_gives_this_instance_only(unused_redis_url: str)
 
 
 @pytest.fixture
-def settings(settings_factory: Any) -> Iterator[Settings]:
-    """Each test's app gets its own key prefix, removed afterwards: presence state
-    outlives an app by its grace period and would leak into the next test's app."""
-    prefix = f"parley-test:{uuid.uuid4().hex[:10]}"
-    yield settings_factory(channel_prefix=prefix)
-    url = os.environ.get("TEST_REDIS_URL")
-    if url:
-        client = SyncRedis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
+def settings(prefixed_settings: Settings) -> Settings:
+    return prefixed_settings
 
 
 async def test_admin_stats_query_reports_live_figures(app: Any, gql: Any) -> None:
