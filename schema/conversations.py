@@ -7,12 +7,15 @@ whether it holds 20 rows or 100.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
+from db import conversations as conversations_db
 from db import models
 from errors import BadUserInput
 from resolvers import conversations as conversations_resolvers
@@ -37,6 +40,12 @@ def int_cursor(cursor: str, field: str) -> int:
     if not isinstance(value, int) or value < 0:
         raise BadUserInput("Malformed cursor", field=field)
     return value
+
+
+def later(awaitable: Awaitable[Any]) -> Any:
+    """What a sync resolver returns when its value needs I/O after all (graphql-core
+    awaits it): fields whose value is usually at hand skip an `async def`'s cost."""
+    return awaitable
 
 
 def _message(row: models.Message) -> Message:
@@ -93,27 +102,30 @@ class ReadState:
 
 @strawberry.type
 class Conversation:
-    row: strawberry.Private[models.Conversation]
+    """Built only for a conversation the viewer is in. `from_listed` carries what the
+    list statement brought along (membership, title, unread count, last message), so
+    those fields resolve without a loader round; otherwise they load on demand."""
 
-    async def _member(self, info: strawberry.Info) -> models.ConversationMember:
+    row: strawberry.Private[Any]  # an ORM row or a light row (db.rows)
+    id: strawberry.ID
+    kind: ConversationKind
+    member_row: strawberry.Private[Any] = None  # the viewer's membership, when known
+    title_value: strawberry.Private[str | None] = None
+    unread_value: strawberry.Private[int | None] = None
+    last_known: strawberry.Private[bool] = False  # last_message_row / last_sender_row are set
+    last_message_row: strawberry.Private[Any] = None
+    last_sender_row: strawberry.Private[Any] = None
+
+    async def _member(self, info: strawberry.Info) -> Any:
+        if self.member_row is not None:
+            return self.member_row
         return await conversations_resolvers.require_member(info.context, self.row.id)
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(ids.encode("Conversation", self.row.id))
-
-    @strawberry.field
-    def kind(self) -> ConversationKind:
-        return ConversationKind(self.row.kind)
-
     @strawberry.field(description="The group's name, or the other member's display name for a direct conversation.")
-    async def title(self, info: strawberry.Info) -> str:
-        loader = info.context.loader
-        if self.row.group_id is not None:
-            group = await loader(conversations_resolvers.group_by_id).load(self.row.group_id)
-            return group.name if group is not None else ""
-        peer = await loader(conversations_resolvers.direct_peer).load(self.row.id)
-        return peer.display_name if peer is not None else ""
+    def title(self, info: strawberry.Info) -> str:
+        if self.title_value is not None:
+            return self.title_value
+        return later(info.context.loader(conversations_resolvers.conversation_title).load(self.row.id))  # type: ignore[no-any-return]
 
     @strawberry.field(description="Null for a direct conversation.")
     async def group(self, info: strawberry.Info) -> GroupType | None:
@@ -133,24 +145,39 @@ class Conversation:
         from schema.users import UserConnection
 
         ctx = info.context
-        await self._member(info)
+        if self.member_row is None:
+            await self._member(info)
         after = after or None
         request = page_request(first=first, after=after, default=50, maximum=ctx.settings.max_page_size)
         after_user = int_cursor(after, "after") if after else None
-        rows = await ctx.loader(conversations_resolvers.member_page).load((self.row.id, request.size + 1, after_user))
-        page = slice_page([user for _, user in rows], request)
-        return UserConnection.from_page(page, lambda user: encode_cursor(user.id))
+        rows = await ctx.loader(conversations_resolvers.member_users).load((self.row.id, request.size + 1, after_user))
+        page = slice_page(rows, request)
+        return UserConnection.from_page(page, _member_cursor)
 
     @strawberry.field
-    async def last_message(self, info: strawberry.Info) -> MessageType | None:
+    def last_message(self, info: strawberry.Info) -> MessageType | None:
         if self.row.last_message_id is None:
             return None
+        if self.last_known:
+            if self.last_message_row is None:
+                return None
+            from schema.messages import Message
+
+            return Message.from_row(self.last_message_row, self.last_sender_row)
+        return later(self._load_last_message(info))  # type: ignore[no-any-return]
+
+    async def _load_last_message(self, info: strawberry.Info) -> MessageType | None:
         await self._member(info)
         row = await info.context.loader(messages_resolvers.message_by_id).load(self.row.last_message_id)
         return _message(row) if row is not None else None
 
     @strawberry.field(description="Messages by others after the viewer's read position.")
-    async def unread_count(self, info: strawberry.Info) -> int:
+    def unread_count(self, info: strawberry.Info) -> int:
+        if self.unread_value is not None:
+            return self.unread_value
+        return later(self._load_unread_count(info))  # type: ignore[no-any-return]
+
+    async def _load_unread_count(self, info: strawberry.Info) -> int:
         await self._member(info)
         return int(await info.context.loader(conversations_resolvers.unread_count).load(self.row.id))
 
@@ -187,8 +214,18 @@ class Conversation:
         return self.row.updated_at
 
     @classmethod
-    def from_row(cls, row: models.Conversation) -> Conversation:
-        return cls(row=row)
+    def from_row(cls, row: Any) -> Conversation:
+        return cls(row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind))
+
+    @classmethod
+    def from_listed(cls, item: conversations_db.ListedConversation, last_known: bool) -> Conversation:
+        """A row of the viewer's list with what the list statement brought along."""
+        row = item.conversation
+        return cls(
+            row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind),
+            member_row=item.member, title_value=item.title, unread_value=item.unread, last_known=last_known,
+            last_message_row=item.last_message, last_sender_row=item.last_sender,
+        )
 
 
 @strawberry.type
@@ -203,7 +240,11 @@ class ConversationConnection:
     page_info: PageInfo
 
 
-def _conversation_cursor(row: models.Conversation) -> str:
+def _member_cursor(user: Any) -> str:
+    return encode_cursor(user.id)
+
+
+def _conversation_cursor(row: Any) -> str:
     return encode_cursor(row.updated_at.isoformat(), row.id)
 
 
@@ -218,6 +259,25 @@ def _decode_conversation_cursor(cursor: str) -> tuple[datetime, int]:
     return when, conversation_id
 
 
+def _node_fields(selected: list[Any]) -> set[str]:
+    """Field names selected on `edges.node` of the connection (fragments included), so
+    the list statement brings along only what the query asks."""
+    names: set[str] = set()
+
+    def walk(selections: list[Any], path: tuple[str, ...]) -> None:
+        for selection in selections:
+            if not isinstance(selection, SelectedField):  # fragment spread or inline fragment
+                walk(selection.selections, path)
+            elif not path:
+                names.add(selection.name)
+            elif selection.name == path[0]:
+                walk(selection.selections, path[1:])
+
+    for root in selected:
+        walk(root.selections, ("edges", "node"))
+    return names
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="The viewer's conversations, most recently active first.")
@@ -229,11 +289,21 @@ class Query:
         after = after or None
         request = page_request(first=first, after=after, default=20, maximum=ctx.settings.max_page_size)
         key = _decode_conversation_cursor(after) if after else None
-        rows = await conversations_resolvers.list_conversations(ctx, request.size + 1, key)
+        asked = _node_fields(info.selected_fields)
+        last_message = "lastMessage" in asked
+        rows = await conversations_resolvers.list_conversation_rows(
+            ctx, request.size + 1, key, title="title" in asked, unread="unreadCount" in asked,
+            last_message=last_message,
+        )
         page = slice_page(rows, request)
         return ConversationConnection(
-            edges=[ConversationEdge(cursor=_conversation_cursor(r), node=Conversation.from_row(r)) for r in page.rows],
-            page_info=page_info(page, _conversation_cursor),
+            edges=[
+                ConversationEdge(
+                    cursor=_conversation_cursor(r.conversation), node=Conversation.from_listed(r, last_message)
+                )
+                for r in page.rows
+            ],
+            page_info=page_info(page, lambda r: _conversation_cursor(r.conversation)),
         )
 
     @strawberry.field
