@@ -87,10 +87,11 @@ class Database:
 
     @asynccontextmanager
     async def read_connection(self) -> AsyncIterator[AsyncConnection]:
-        """A Core connection for ONE read statement (hot list loaders), without BEGIN and
-        COMMIT round trips: SQLite runs the statement in its own implicit transaction,
-        PostgreSQL in autocommit. Precondition: one statement only, since two statements
-        on it do not share a snapshot. Never share it across tasks."""
+        """A Core connection for hot read paths (list pages and their loaders), without
+        BEGIN and COMMIT round trips: SQLite runs each statement in its own implicit
+        transaction, PostgreSQL in autocommit. Precondition: the statements need no
+        common snapshot (each sees what was committed when it ran). Never share it
+        across tasks."""
         async with self._autocommit_engine.connect() as conn:
             yield conn
 

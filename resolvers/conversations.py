@@ -134,21 +134,30 @@ async def member_users(ctx: Context, keys: Sequence[tuple[int, int, int | None]]
 async def list_conversation_rows(
     ctx: Context, limit: int, after: tuple[datetime, int] | None, *,
     title: bool = True, unread: bool = True, last_message: bool = True,
-) -> list[conversations_db.ListedConversation]:
+    members: tuple[int, int | None] | None = None, members_for: int = 0,
+) -> tuple[list[conversations_db.ListedConversation], dict[tuple[int, int, int | None], list[Any]]]:
     """`list_conversations` as light rows in one statement, with the title, unread count
     and last message (and its sender) when asked: all of them are the viewer's own
-    conversations, so the page is authorized by construction."""
+    conversations, so the page is authorized by construction. With `members` (rows to
+    fetch, after user id), the members pages of the first `members_for` rows follow in
+    one more statement, keyed like `member_users`."""
     viewer = ctx.require_viewer()
+    pages: dict[tuple[int, int, int | None], list[Any]] = {}
     async with ctx.db.read_connection() as conn:
         listed = await conversations_db.list_rows_for_user(
             conn, viewer.user_id, limit, after, title=title, unread=unread, last_message=last_message
         )
+        cids = [item.conversation.id for item in listed[:members_for]]
+        if members is not None and cids:
+            size, after_user = members
+            found = await conversations_db.member_user_pages(conn, cids, size, after_user)
+            pages = {(cid, size, after_user): users for cid, users in found.items()}
     memberships = ctx.loader(viewer_membership)
     conversations = ctx.loader(conversation_by_id)
     for item in listed:
         memberships.prime(item.conversation.id, item.member)
         conversations.prime(item.conversation.id, item.conversation)
-    return listed
+    return listed, pages
 
 
 async def list_conversations(

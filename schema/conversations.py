@@ -21,7 +21,16 @@ from errors import BadUserInput
 from resolvers import conversations as conversations_resolvers
 from resolvers import messages as messages_resolvers
 from schema import ids
-from schema.pagination import PageInfo, decode_cursor, encode_cursor, page_info, page_request, slice_page
+from schema.pagination import (
+    Page,
+    PageInfo,
+    PageRequest,
+    decode_cursor,
+    encode_cursor,
+    page_info,
+    page_request,
+    slice_page,
+)
 
 if TYPE_CHECKING:
     from schema.groups import Group
@@ -115,6 +124,8 @@ class Conversation:
     last_known: strawberry.Private[bool] = False  # last_message_row / last_sender_row are set
     last_message_row: strawberry.Private[Any] = None
     last_sender_row: strawberry.Private[Any] = None
+    # members pages the list statement's companion fetched: (id, rows, after user) -> users
+    member_pages: strawberry.Private[dict[tuple[int, int, int | None], list[Any]] | None] = None
 
     async def _member(self, info: strawberry.Info) -> Any:
         if self.member_row is not None:
@@ -139,20 +150,29 @@ class Conversation:
         return Group.from_row(row)
 
     @strawberry.field
-    async def members(
+    def members(
         self, info: strawberry.Info, first: int | None = 50, after: str | None = strawberry.UNSET
     ) -> UserConnectionType:
-        from schema.users import UserConnection
+        if self.member_row is None:  # membership first: NOT_FOUND before any argument error
+            return later(self._load_members(info, first, after))  # type: ignore[no-any-return]
+        request, key = self._member_key(info, first, after)
+        if self.member_pages is not None and key in self.member_pages:
+            return _user_connection(slice_page(self.member_pages[key], request))
+        return later(self._load_members(info, first, after))  # type: ignore[no-any-return]
 
-        ctx = info.context
-        if self.member_row is None:
-            await self._member(info)
+    def _member_key(
+        self, info: strawberry.Info, first: int | None, after: str | None
+    ) -> tuple[PageRequest, tuple[int, int, int | None]]:
         after = after or None
-        request = page_request(first=first, after=after, default=50, maximum=ctx.settings.max_page_size)
+        request = page_request(first=first, after=after, default=50, maximum=info.context.settings.max_page_size)
         after_user = int_cursor(after, "after") if after else None
-        rows = await ctx.loader(conversations_resolvers.member_users).load((self.row.id, request.size + 1, after_user))
-        page = slice_page(rows, request)
-        return UserConnection.from_page(page, _member_cursor)
+        return request, (self.row.id, request.size + 1, after_user)
+
+    async def _load_members(self, info: strawberry.Info, first: int | None, after: str | None) -> UserConnectionType:
+        await self._member(info)
+        request, key = self._member_key(info, first, after)
+        rows = await info.context.loader(conversations_resolvers.member_users).load(key)
+        return _user_connection(slice_page(rows, request))
 
     @strawberry.field
     def last_message(self, info: strawberry.Info) -> MessageType | None:
@@ -218,13 +238,16 @@ class Conversation:
         return cls(row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind))
 
     @classmethod
-    def from_listed(cls, item: conversations_db.ListedConversation, last_known: bool) -> Conversation:
+    def from_listed(
+        cls, item: conversations_db.ListedConversation, last_known: bool,
+        member_pages: dict[tuple[int, int, int | None], list[Any]] | None = None,
+    ) -> Conversation:
         """A row of the viewer's list with what the list statement brought along."""
         row = item.conversation
         return cls(
             row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind),
             member_row=item.member, title_value=item.title, unread_value=item.unread, last_known=last_known,
-            last_message_row=item.last_message, last_sender_row=item.last_sender,
+            last_message_row=item.last_message, last_sender_row=item.last_sender, member_pages=member_pages,
         )
 
 
@@ -244,6 +267,12 @@ def _member_cursor(user: Any) -> str:
     return encode_cursor(user.id)
 
 
+def _user_connection(page: Page[Any]) -> UserConnection:
+    from schema.users import UserConnection
+
+    return UserConnection.from_page(page, _member_cursor)
+
+
 def _conversation_cursor(row: Any) -> str:
     return encode_cursor(row.updated_at.isoformat(), row.id)
 
@@ -259,23 +288,39 @@ def _decode_conversation_cursor(cursor: str) -> tuple[datetime, int]:
     return when, conversation_id
 
 
-def _node_fields(selected: list[Any]) -> set[str]:
-    """Field names selected on `edges.node` of the connection (fragments included), so
-    the list statement brings along only what the query asks."""
-    names: set[str] = set()
+def _node_fields(selected: list[Any]) -> dict[str, list[SelectedField]]:
+    """The fields selected on `edges.node` of the connection by name (fragments
+    included), so the list statement brings along only what the query asks."""
+    names: dict[str, list[SelectedField]] = {}
 
     def walk(selections: list[Any], path: tuple[str, ...]) -> None:
         for selection in selections:
             if not isinstance(selection, SelectedField):  # fragment spread or inline fragment
                 walk(selection.selections, path)
             elif not path:
-                names.add(selection.name)
+                names.setdefault(selection.name, []).append(selection)
             elif selection.name == path[0]:
                 walk(selection.selections, path[1:])
 
     for root in selected:
         walk(root.selections, ("edges", "node"))
     return names
+
+
+def _members_window(ctx: Any, asked: dict[str, list[SelectedField]]) -> tuple[int, int | None] | None:
+    """(rows to fetch, after user id) of the one `members(...)` page every listed row
+    asks, to fetch it with the list; None when not asked, asked several ways, or with
+    arguments the field itself must refuse."""
+    selections = asked.get("members", [])
+    if len({tuple(sorted(s.arguments.items())) for s in selections}) != 1:
+        return None
+    arguments = selections[0].arguments
+    first, after = arguments.get("first", 50), arguments.get("after") or None
+    try:
+        request = page_request(first=first, after=after, default=50, maximum=ctx.settings.max_page_size)
+        return request.size + 1, int_cursor(after, "after") if after else None
+    except (BadUserInput, TypeError):
+        return None
 
 
 @strawberry.type
@@ -291,15 +336,17 @@ class Query:
         key = _decode_conversation_cursor(after) if after else None
         asked = _node_fields(info.selected_fields)
         last_message = "lastMessage" in asked
-        rows = await conversations_resolvers.list_conversation_rows(
+        members = _members_window(ctx, asked)
+        rows, member_pages = await conversations_resolvers.list_conversation_rows(
             ctx, request.size + 1, key, title="title" in asked, unread="unreadCount" in asked,
-            last_message=last_message,
+            last_message=last_message, members=members, members_for=request.size,
         )
         page = slice_page(rows, request)
         return ConversationConnection(
             edges=[
                 ConversationEdge(
-                    cursor=_conversation_cursor(r.conversation), node=Conversation.from_listed(r, last_message)
+                    cursor=_conversation_cursor(r.conversation),
+                    node=Conversation.from_listed(r, last_message, member_pages),
                 )
                 for r in page.rows
             ],
