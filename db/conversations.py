@@ -303,7 +303,7 @@ def _list_statement(title: bool, unread: bool, last_message: bool, keyset: bool)
     and, on demand, its title, unread count and last message with its sender. Built once
     per shape (bind parameters: v, n and, with `keyset`, at and cid)."""
     c, cm = C.__table__, CM.__table__
-    v = bindparam("v")
+    v: Any = bindparam("v")
     cols: list[Any] = [*rows.columns(C), *rows.columns(CM)]
     from_: Any = c.join(cm, and_(cm.c.conversation_id == c.c.id, cm.c.user_id == v))
     if last_message:
@@ -335,7 +335,8 @@ def _list_statement(title: bool, unread: bool, last_message: bool, keyset: bool)
         cols.append(literal_column("NULL").label("unread"))
     stmt = select(*cols).select_from(from_).where(cm.c.hidden.is_(False), c.c.deleted_at.is_(None))
     if keyset:
-        at, cid = bindparam("at", type_=models.UTCDateTime()), bindparam("cid")
+        at: Any = bindparam("at", type_=models.UTCDateTime())
+        cid: Any = bindparam("cid")
         stmt = stmt.where(or_(c.c.updated_at < at, and_(c.c.updated_at == at, c.c.id < cid)))
     return stmt.order_by(c.c.updated_at.desc(), c.c.id.desc()).limit(bindparam("n"))
 

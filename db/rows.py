@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, FromClause
+from sqlalchemy import FromClause
 
 from db import models
 
@@ -29,10 +29,10 @@ def keys(model: type[models.Base]) -> tuple[str, ...]:
 @cache
 def row_type(model: type[models.Base]) -> Any:
     """The named tuple standing for one row of `model`."""
-    return namedtuple(f"{model.__name__}Row", keys(model))  # type: ignore[misc]
+    return namedtuple(f"{model.__name__}Row", keys(model))
 
 
-def columns(model: type[models.Base], table: FromClause | None = None) -> list[Column[Any]]:
+def columns(model: type[models.Base], table: FromClause | None = None) -> list[Any]:
     """The columns of `row_type(model)` in its field order, from `table` (an alias of
     the model's table) or the table itself."""
     source = table if table is not None else model.__table__

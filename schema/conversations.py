@@ -136,7 +136,7 @@ class Conversation:
     def title(self, info: strawberry.Info) -> str:
         if self.title_value is not None:
             return self.title_value
-        return later(info.context.loader(conversations_resolvers.conversation_title).load(self.row.id))  # type: ignore[no-any-return]
+        return later(info.context.loader(conversations_resolvers.conversation_title).load(self.row.id))
 
     @strawberry.field(description="Null for a direct conversation.")
     async def group(self, info: strawberry.Info) -> GroupType | None:
@@ -154,11 +154,11 @@ class Conversation:
         self, info: strawberry.Info, first: int | None = 50, after: str | None = strawberry.UNSET
     ) -> UserConnectionType:
         if self.member_row is None:  # membership first: NOT_FOUND before any argument error
-            return later(self._load_members(info, first, after))  # type: ignore[no-any-return]
+            return later(self._load_members(info, first, after))
         request, key = self._member_key(info, first, after)
         if self.member_pages is not None and key in self.member_pages:
             return _user_connection(slice_page(self.member_pages[key], request))
-        return later(self._load_members(info, first, after))  # type: ignore[no-any-return]
+        return later(self._load_members(info, first, after))
 
     def _member_key(
         self, info: strawberry.Info, first: int | None, after: str | None
@@ -184,7 +184,7 @@ class Conversation:
             from schema.messages import Message
 
             return Message.from_row(self.last_message_row, self.last_sender_row)
-        return later(self._load_last_message(info))  # type: ignore[no-any-return]
+        return later(self._load_last_message(info))
 
     async def _load_last_message(self, info: strawberry.Info) -> MessageType | None:
         await self._member(info)
@@ -195,7 +195,7 @@ class Conversation:
     def unread_count(self, info: strawberry.Info) -> int:
         if self.unread_value is not None:
             return self.unread_value
-        return later(self._load_unread_count(info))  # type: ignore[no-any-return]
+        return later(self._load_unread_count(info))
 
     async def _load_unread_count(self, info: strawberry.Info) -> int:
         await self._member(info)

@@ -68,7 +68,7 @@ async def _load_sender(message: Any, info: strawberry.Info) -> UserType:
 def _sender(self: Any, info: strawberry.Info) -> UserType:
     if self.sender_row is not None:
         return _user(self.sender_row)
-    return later(_load_sender(self, info))  # type: ignore[no-any-return]
+    return later(_load_sender(self, info))
 
 
 def _client_message_id(self: Any, info: strawberry.Info) -> str | None:
