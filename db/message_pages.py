@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select, union_all
+from sqlalchemy import Select, bindparam, exists, select, union_all
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from db import models, rows
@@ -60,3 +60,29 @@ async def page_rows(
         message, sender = rows.split(row, models.Message, models.User)
         found[message.conversation_id].append((message, sender))
     return found
+
+
+@cache
+def _member_page_statement(forward: bool, after: bool, before: bool) -> Select[Any]:
+    """`_page_statement` for one conversation, empty unless user `v` is a member."""
+    cm = models.ConversationMember.__table__
+    member = exists().where(cm.c.conversation_id == bindparam("c0"), cm.c.user_id == bindparam("v"))
+    return _page_statement(1, forward, after, before).where(member)
+
+
+async def member_page_rows(
+    conn: AsyncConnection, user_id: int, conversation_id: int, window: Window
+) -> list[tuple[Any, Any]]:
+    """`page_rows` of one conversation in one statement, with the membership check of
+    `user_id` inside it: empty when not a member (or when the window is empty, which
+    the caller tells apart with a membership check of its own)."""
+    params: dict[str, Any] = {"c0": conversation_id, "v": user_id, "n": window.limit}
+    if window.after is not None:
+        params["after"] = window.after
+    if window.before is not None:
+        params["before"] = window.before
+    stmt = _member_page_statement(window.forward, window.after is not None, window.before is not None)
+    return [
+        tuple(rows.split(row, models.Message, models.User))
+        for row in (await conn.execute(stmt, params)).all()
+    ]

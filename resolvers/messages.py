@@ -461,3 +461,15 @@ async def list_messages(ctx: Context, conversation_id: int, window: Window) -> l
     (message, sender) rows."""
     await require_member(ctx, conversation_id)
     return await ctx.loader(message_page).load((conversation_id, window))
+
+
+async def list_messages_as_member(ctx: Context, conversation_id: int, window: Window) -> list[tuple[Any, Any]]:
+    """`list_messages` for one root `messages(...)` field: the membership check rides
+    in the page's statement; only an empty page costs a second one (to tell "not a
+    member", NOT_FOUND, from "no messages there")."""
+    viewer = ctx.require_viewer()
+    async with ctx.db.read_connection() as conn:
+        rows = await message_pages.member_page_rows(conn, viewer.user_id, conversation_id, window)
+    if not rows:
+        await require_member(ctx, conversation_id)
+    return rows

@@ -171,7 +171,7 @@ def _given(value: Any) -> Any:
 
 async def message_connection(
     ctx: Context, conversation_id: int, first: int | None, after: str | None, last: int | None,
-    before: str | None,
+    before: str | None, *, root: bool = False,
 ) -> MessageConnection:
     """A page of a conversation's messages, oldest first within the page whichever way
     it was asked. Neither first nor last: the newest 50 (only `after`: the 50 right
@@ -186,7 +186,10 @@ async def message_connection(
         after=int_cursor(after, "after") if after else None,
         before=int_cursor(before, "before") if before else None,
     )
-    rows = await messages_resolvers.list_messages(ctx, conversation_id, window)
+    if root:  # one conversation: the membership check rides in the page statement
+        rows = await messages_resolvers.list_messages_as_member(ctx, conversation_id, window)
+    else:  # Conversation.messages: membership checked, pages batched across conversations
+        rows = await messages_resolvers.list_messages(ctx, conversation_id, window)
     return MessageConnection.from_page(slice_page(rows, request))
 
 
@@ -260,7 +263,7 @@ class Query:
     ) -> MessageConnection:
         info.context.require_viewer()
         cid = ids.decode("Conversation", conversation_id, field="conversationId")
-        return await message_connection(info.context, cid, first, after, last, before)
+        return await message_connection(info.context, cid, first, after, last, before, root=True)
 
 
 @strawberry.type

@@ -19,6 +19,7 @@ NODE = """
   group { id name }
   lastMessage { id body isDeleted createdAt editedAt clientMessageId sender { id username displayName isAdmin } }
   members(first: 2) { edges { cursor node { id username displayName createdAt } } pageInfo { hasNextPage endCursor } }
+  messages(last: 2) { edges { cursor node { id body sender { username } } } pageInfo { hasPreviousPage } }
 """
 LIST = f"query {{ conversations(first: 10) {{ edges {{ node {{ {NODE} }} }} }} }}"
 LIST_FRAGMENTS = """
@@ -70,6 +71,10 @@ async def test_list_fields_equal_the_single_conversation_fields(app, gql):
     assert by_id[w.group.gid]["group"]["name"] == "Lunch"
     assert [e["node"]["username"] for e in by_id[w.group.gid]["members"]["edges"]] == ["alice", "bob"]
     assert by_id[w.group.gid]["members"]["pageInfo"]["hasNextPage"] is True
+    # one statement for the three conversations' windows (UNION ALL) = one window each
+    assert [[e["node"]["body"] for e in n["messages"]["edges"]] for n in listed] == [
+        [None, "mine"], ["hi all", "hello"], [],
+    ]
 
 
 async def test_partial_and_fragment_selections(app, gql):
@@ -103,6 +108,8 @@ async def test_message_page_rows_and_tombstones(app, gql):
     assert [n["clientMessageId"] for n in nodes] == [None, None]  # bob never sees alice's key
     assert {n["conversation"]["title"] for n in nodes} == {"Alice A"}  # titled for the viewer (bob)
     assert page["pageInfo"] == {"hasPreviousPage": False, "startCursor": page["edges"][0]["cursor"]}
+    empty = (await gql.ok(MESSAGES, {"c": w.empty}, token=w.carol.token))["messages"]  # a member, no messages
+    assert empty == {"edges": [], "pageInfo": {"hasPreviousPage": False, "startCursor": None}}
 
 
 async def test_outsiders_get_nothing(app, gql):

@@ -98,7 +98,7 @@ async def test_messages_page_costs_the_same_for_20_and_100(app, gql, count_state
 
     assert len(data["messages"]["edges"]) == 100
     assert small == large
-    assert large <= 6  # measured: 6
+    assert large <= 5  # auth + the page with its membership check (measured: 5)
 
 
 async def test_notifications_page_costs_the_same_for_20_and_100(app, gql, count_statements):
