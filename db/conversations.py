@@ -8,14 +8,28 @@ before seq N.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, union_all, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
-from db import models
+from db import models, rows
 
 C = models.Conversation
 CM = models.ConversationMember
@@ -265,3 +279,150 @@ async def group_memberships(
         .where(C.group_id.in_(group_ids), CM.user_id == user_id)
     )
     return {group_id: member for group_id, member in rows.all() if group_id is not None}
+
+
+# ------------------------------------------------------- light rows for hot lists
+
+
+@dataclass(slots=True)
+class ListedConversation:
+    """One row of the viewer's list (light rows, `db.rows`) with what its page shows;
+    `title`, `unread` and `last_message`/`last_sender` are None when not asked."""
+
+    conversation: Any
+    member: Any
+    title: str | None
+    unread: int | None
+    last_message: Any
+    last_sender: Any
+
+
+@cache
+def _list_statement(title: bool, unread: bool, last_message: bool, keyset: bool) -> Select[Any]:
+    """The list page in one statement: each conversation with the viewer's membership
+    and, on demand, its title, unread count and last message with its sender. Built once
+    per shape (bind parameters: v, n and, with `keyset`, at and cid)."""
+    c, cm = C.__table__, CM.__table__
+    v: Any = bindparam("v")
+    cols: list[Any] = [*rows.columns(C), *rows.columns(CM)]
+    from_: Any = c.join(cm, and_(cm.c.conversation_id == c.c.id, cm.c.user_id == v))
+    if last_message:
+        lm = models.Message.__table__.alias("lm")
+        lu = models.User.__table__.alias("lu")
+        cols += [*rows.columns(models.Message, lm), *rows.columns(models.User, lu)]
+        from_ = from_.outerjoin(lm, lm.c.id == c.c.last_message_id).outerjoin(lu, lu.c.id == lm.c.sender_id)
+    if title:
+        g = models.Group.__table__
+        pm = CM.__table__.alias("pm")
+        pu = models.User.__table__
+        peer = (
+            select(pu.c.display_name).select_from(pm.join(pu, pu.c.id == pm.c.user_id))
+            .where(pm.c.conversation_id == c.c.id, pm.c.user_id != v).limit(1).scalar_subquery()
+        )
+        cols.append(func.coalesce(case((c.c.group_id.is_(None), peer), else_=g.c.name), "").label("title"))
+        from_ = from_.outerjoin(g, g.c.id == c.c.group_id)
+    else:
+        cols.append(literal_column("NULL").label("title"))
+    if unread:
+        m = models.Message.__table__.alias("um")
+        cols.append(
+            select(func.count()).select_from(m).where(
+                m.c.conversation_id == c.c.id, m.c.seq > cm.c.last_read_seq, m.c.sender_id != v,
+                m.c.deleted_at.is_(None),
+            ).scalar_subquery().label("unread")
+        )
+    else:
+        cols.append(literal_column("NULL").label("unread"))
+    stmt = select(*cols).select_from(from_).where(cm.c.hidden.is_(False), c.c.deleted_at.is_(None))
+    if keyset:
+        at: Any = bindparam("at", type_=models.UTCDateTime())
+        cid: Any = bindparam("cid")
+        stmt = stmt.where(or_(c.c.updated_at < at, and_(c.c.updated_at == at, c.c.id < cid)))
+    return stmt.order_by(c.c.updated_at.desc(), c.c.id.desc()).limit(bindparam("n"))
+
+
+async def list_rows_for_user(
+    conn: AsyncConnection, user_id: int, limit: int, after: tuple[datetime, int] | None, *,
+    title: bool, unread: bool, last_message: bool,
+) -> list[ListedConversation]:
+    """`list_for_user` as light rows, plus what the page asked for, in one statement."""
+    params: dict[str, Any] = {"v": user_id, "n": limit}
+    if after is not None:
+        params["at"], params["cid"] = after
+    stmt = _list_statement(title, unread, last_message, after is not None)
+    shape = (C, CM, models.Message, models.User) if last_message else (C, CM)
+    out = []
+    for row in (await conn.execute(stmt, params)).all():
+        parts = rows.split(row, *shape)
+        if last_message:
+            conversation, member, message, sender, title_, unread_ = parts
+        else:
+            (conversation, member, title_, unread_), message, sender = parts, None, None
+        out.append(ListedConversation(
+            conversation, member, title_, None if unread_ is None else int(unread_), message, sender
+        ))
+    return out
+
+
+@cache
+def _member_page_statement(parts: int, keyset: bool) -> Select[Any]:
+    """`member_pages` for `parts` conversations as user light rows (first column:
+    conversation_id), one LIMITed index range per conversation (bind parameters c0..,
+    n and, with `keyset`, after)."""
+    cm, u = CM.__table__, models.User.__table__
+    selects = []
+    for i in range(parts):
+        where = [cm.c.conversation_id == bindparam(f"c{i}")]
+        if keyset:
+            where.append(cm.c.user_id > bindparam("after"))
+        part = (
+            select(cm.c.conversation_id, *rows.columns(models.User, u)).select_from(cm.join(u, u.c.id == cm.c.user_id))
+            .where(*where).order_by(cm.c.user_id).limit(bindparam("n")).subquery()
+        )
+        selects.append(select(part))
+    both = union_all(*selects).subquery()
+    return select(both).order_by(both.c.conversation_id, both.c.id)
+
+
+async def member_user_pages(
+    conn: AsyncConnection, conversation_ids: Sequence[int], limit: int, after_user_id: int | None
+) -> dict[int, list[Any]]:
+    """`member_pages` without the membership rows: user light rows by user id, `limit`
+    per conversation, in one statement."""
+    params: dict[str, Any] = {f"c{i}": cid for i, cid in enumerate(conversation_ids)}
+    params["n"] = limit
+    if after_user_id is not None:
+        params["after"] = after_user_id
+    stmt = _member_page_statement(len(conversation_ids), after_user_id is not None)
+    user_row = rows.row_type(models.User)
+    found: dict[int, list[Any]] = {cid: [] for cid in conversation_ids}
+    for row in (await conn.execute(stmt, params)).all():
+        found[row[0]].append(user_row._make(row[1:]))
+    return found
+
+
+async def membership_rows(conn: AsyncConnection, user_id: int, conversation_ids: Sequence[int]) -> dict[int, Any]:
+    """`memberships` as light rows."""
+    stmt = select(*rows.columns(CM)).where(CM.user_id == user_id, CM.conversation_id.in_(conversation_ids))
+    member_row = rows.row_type(CM)
+    return {r.conversation_id: r for r in map(member_row._make, (await conn.execute(stmt)).all())}
+
+
+async def title_rows(conn: AsyncConnection, user_id: int, conversation_ids: Sequence[int]) -> dict[int, str]:
+    """Each conversation's title (the group's name, or the other member's display name)."""
+    stmt = _list_titles()
+    return dict((await conn.execute(stmt, {"v": user_id, "ids": list(conversation_ids)})).all())
+
+
+@cache
+def _list_titles() -> Select[Any]:
+    c, g, pm, pu = C.__table__, models.Group.__table__, CM.__table__, models.User.__table__
+    peer = (
+        select(pu.c.display_name).select_from(pm.join(pu, pu.c.id == pm.c.user_id))
+        .where(pm.c.conversation_id == c.c.id, pm.c.user_id != bindparam("v")).limit(1).scalar_subquery()
+    )
+    title = func.coalesce(case((c.c.group_id.is_(None), peer), else_=g.c.name), "")
+    return (
+        select(c.c.id, title).select_from(c.outerjoin(g, g.c.id == c.c.group_id))
+        .where(c.c.id.in_(bindparam("ids", expanding=True)))
+    )

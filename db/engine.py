@@ -9,10 +9,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = logging.getLogger("parley.db")
 
@@ -39,8 +40,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        options = conn.get_execution_options()
+        if options.get("sqlite_autocommit", False):
+            return  # Database.read_connection: the one statement is its own implicit transaction
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate", False) else "BEGIN")
 
 
 @dataclass
@@ -75,6 +78,22 @@ class Database:
         """A read session for one task (loaders, queries). Never share it across tasks."""
         async with self.reader() as session:
             yield session
+
+    @cached_property
+    def _autocommit_engine(self) -> AsyncEngine:
+        if self.is_sqlite:
+            return self.engine.execution_options(sqlite_autocommit=True)
+        return self.engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def read_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A Core connection for hot read paths (list pages and their loaders), without
+        BEGIN and COMMIT round trips: SQLite runs each statement in its own implicit
+        transaction, PostgreSQL in autocommit. Precondition: the statements need no
+        common snapshot (each sees what was committed when it ran). Never share it
+        across tasks."""
+        async with self._autocommit_engine.connect() as conn:
+            yield conn
 
 
 def create_database(url: str, *, echo: bool = False, pool_size: int = 10) -> Database:

@@ -51,12 +51,20 @@ async def group_by_id(ctx: Context, ids: Sequence[int]) -> list[models.Group | N
     return [found.get(i) for i in ids]
 
 
-async def viewer_membership(ctx: Context, conversation_ids: Sequence[int]) -> list[models.ConversationMember | None]:
-    """The viewer's membership row per conversation (None: not a member)."""
+async def viewer_membership(ctx: Context, conversation_ids: Sequence[int]) -> list[Any]:
+    """The viewer's membership row per conversation, a light row (None: not a member)."""
     viewer = ctx.require_viewer()
-    async with ctx.db.session() as s:
-        found = await conversations_db.memberships(s, viewer.user_id, conversation_ids)
+    async with ctx.db.read_connection() as conn:
+        found = await conversations_db.membership_rows(conn, viewer.user_id, conversation_ids)
     return [found.get(i) for i in conversation_ids]
+
+
+async def conversation_title(ctx: Context, conversation_ids: Sequence[int]) -> list[str]:
+    """The group's name, or the other member's display name ("" when there is none)."""
+    viewer = ctx.require_viewer()
+    async with ctx.db.read_connection() as conn:
+        found = await conversations_db.title_rows(conn, viewer.user_id, conversation_ids)
+    return [found.get(i, "") for i in conversation_ids]
 
 
 async def viewer_group_membership(ctx: Context, group_ids: Sequence[int]) -> list[models.ConversationMember | None]:
@@ -104,7 +112,52 @@ async def member_page(ctx: Context, keys: Sequence[tuple[int, int, int | None]])
     return [results[k] for k in keys]
 
 
+async def member_users(ctx: Context, keys: Sequence[tuple[int, int, int | None]]) -> list[list[Any]]:
+    """`member_page` as user light rows only (Conversation.members): keys are
+    (conversation id, rows to fetch, after user id); one statement per distinct
+    (rows, after)."""
+    groups: dict[tuple[int, int | None], list[int]] = defaultdict(list)
+    for cid, limit, after in keys:
+        groups[(limit, after)].append(cid)
+    results: dict[tuple[int, int, int | None], list[Any]] = {}
+    for (limit, after), cids in groups.items():
+        async with ctx.db.read_connection() as conn:
+            found = await conversations_db.member_user_pages(conn, list(dict.fromkeys(cids)), limit, after)
+        for cid in cids:
+            results[(cid, limit, after)] = found[cid]
+    return [results[k] for k in keys]
+
+
 # ------------------------------------------------------------------------- queries
+
+
+async def list_conversation_rows(
+    ctx: Context, limit: int, after: tuple[datetime, int] | None, *,
+    title: bool = True, unread: bool = True, last_message: bool = True,
+    members: tuple[int, int | None] | None = None, members_for: int = 0,
+) -> tuple[list[conversations_db.ListedConversation], dict[tuple[int, int, int | None], list[Any]]]:
+    """`list_conversations` as light rows in one statement, with the title, unread count
+    and last message (and its sender) when asked: all of them are the viewer's own
+    conversations, so the page is authorized by construction. With `members` (rows to
+    fetch, after user id), the members pages of the first `members_for` rows follow in
+    one more statement, keyed like `member_users`."""
+    viewer = ctx.require_viewer()
+    pages: dict[tuple[int, int, int | None], list[Any]] = {}
+    async with ctx.db.read_connection() as conn:
+        listed = await conversations_db.list_rows_for_user(
+            conn, viewer.user_id, limit, after, title=title, unread=unread, last_message=last_message
+        )
+        cids = [item.conversation.id for item in listed[:members_for]]
+        if members is not None and cids:
+            size, after_user = members
+            found = await conversations_db.member_user_pages(conn, cids, size, after_user)
+            pages = {(cid, size, after_user): users for cid, users in found.items()}
+    memberships = ctx.loader(viewer_membership)
+    conversations = ctx.loader(conversation_by_id)
+    for item in listed:
+        memberships.prime(item.conversation.id, item.member)
+        conversations.prime(item.conversation.id, item.conversation)
+    return listed, pages
 
 
 async def list_conversations(

@@ -29,8 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from auth import audit, permissions
 from auth.access import access_conversation, access_message
 from db import conversations as conversations_db
+from db import message_pages, models
 from db import messages as messages_db
-from db import models
 from db.engine import Transaction, transaction
 from db.messages import Window
 from errors import BadUserInput, Conflict, Forbidden
@@ -205,19 +205,18 @@ async def attachments_by_message(ctx: Context, ids: Sequence[int]) -> list[list[
     return [found[i] for i in ids]
 
 
-async def message_page(ctx: Context, keys: Sequence[tuple[int, Window]]) -> list[list[models.Message]]:
-    """Keys are (conversation id, window); one statement per distinct window. The
-    caller has checked membership."""
+async def message_page(ctx: Context, keys: Sequence[tuple[int, Window]]) -> list[list[tuple[Any, Any]]]:
+    """Keys are (conversation id, window); one statement per distinct window, as light
+    (message, sender) rows (`db.message_pages`). The caller has checked membership."""
     groups: dict[Window, list[int]] = defaultdict(list)
     for cid, window in keys:
         groups[window].append(cid)
-    results: dict[tuple[int, Window], list[models.Message]] = {}
-    async with ctx.db.session() as s:
-        for window, cids in groups.items():
-            found = await messages_db.pages(s, list(dict.fromkeys(cids)), window)
-            for cid in cids:
-                _prime_senders(ctx, found[cid])
-                results[(cid, window)] = [message for message, _ in found[cid]]
+    results: dict[tuple[int, Window], list[tuple[Any, Any]]] = {}
+    for window, cids in groups.items():
+        async with ctx.db.read_connection() as conn:
+            found = await message_pages.page_rows(conn, list(dict.fromkeys(cids)), window)
+        for cid in cids:
+            results[(cid, window)] = found[cid]
     return [results[k] for k in keys]
 
 
@@ -457,7 +456,20 @@ async def _audit(tx: Transaction, ctx: Context, message: models.Message, convers
 # ------------------------------------------------------------------------ queries
 
 
-async def list_messages(ctx: Context, conversation_id: int, window: Window) -> list[models.Message]:
-    """A window of a conversation the viewer is in (NOT_FOUND otherwise)."""
+async def list_messages(ctx: Context, conversation_id: int, window: Window) -> list[tuple[Any, Any]]:
+    """A window of a conversation the viewer is in (NOT_FOUND otherwise): light
+    (message, sender) rows."""
     await require_member(ctx, conversation_id)
     return await ctx.loader(message_page).load((conversation_id, window))
+
+
+async def list_messages_as_member(ctx: Context, conversation_id: int, window: Window) -> list[tuple[Any, Any]]:
+    """`list_messages` for one root `messages(...)` field: the membership check rides
+    in the page's statement; only an empty page costs a second one (to tell "not a
+    member", NOT_FOUND, from "no messages there")."""
+    viewer = ctx.require_viewer()
+    async with ctx.db.read_connection() as conn:
+        rows = await message_pages.member_page_rows(conn, viewer.user_id, conversation_id, window)
+    if not rows:
+        await require_member(ctx, conversation_id)
+    return rows

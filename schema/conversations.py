@@ -7,18 +7,30 @@ whether it holds 20 rows or 100.
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
+from db import conversations as conversations_db
 from db import models
 from errors import BadUserInput
 from resolvers import conversations as conversations_resolvers
 from resolvers import messages as messages_resolvers
 from schema import ids
-from schema.pagination import PageInfo, decode_cursor, encode_cursor, page_info, page_request, slice_page
+from schema.pagination import (
+    Page,
+    PageInfo,
+    PageRequest,
+    decode_cursor,
+    encode_cursor,
+    page_info,
+    page_request,
+    slice_page,
+)
 
 if TYPE_CHECKING:
     from schema.groups import Group
@@ -37,6 +49,12 @@ def int_cursor(cursor: str, field: str) -> int:
     if not isinstance(value, int) or value < 0:
         raise BadUserInput("Malformed cursor", field=field)
     return value
+
+
+def later(awaitable: Awaitable[Any]) -> Any:
+    """What a sync resolver returns when its value needs I/O after all (graphql-core
+    awaits it): fields whose value is usually at hand skip an `async def`'s cost."""
+    return awaitable
 
 
 def _message(row: models.Message) -> Message:
@@ -93,27 +111,32 @@ class ReadState:
 
 @strawberry.type
 class Conversation:
-    row: strawberry.Private[models.Conversation]
+    """Built only for a conversation the viewer is in. `from_listed` carries what the
+    list statement brought along (membership, title, unread count, last message), so
+    those fields resolve without a loader round; otherwise they load on demand."""
 
-    async def _member(self, info: strawberry.Info) -> models.ConversationMember:
+    row: strawberry.Private[Any]  # an ORM row or a light row (db.rows)
+    id: strawberry.ID
+    kind: ConversationKind
+    member_row: strawberry.Private[Any] = None  # the viewer's membership, when known
+    title_value: strawberry.Private[str | None] = None
+    unread_value: strawberry.Private[int | None] = None
+    last_known: strawberry.Private[bool] = False  # last_message_row / last_sender_row are set
+    last_message_row: strawberry.Private[Any] = None
+    last_sender_row: strawberry.Private[Any] = None
+    # members pages the list statement's companion fetched: (id, rows, after user) -> users
+    member_pages: strawberry.Private[dict[tuple[int, int, int | None], list[Any]] | None] = None
+
+    async def _member(self, info: strawberry.Info) -> Any:
+        if self.member_row is not None:
+            return self.member_row
         return await conversations_resolvers.require_member(info.context, self.row.id)
 
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(ids.encode("Conversation", self.row.id))
-
-    @strawberry.field
-    def kind(self) -> ConversationKind:
-        return ConversationKind(self.row.kind)
-
     @strawberry.field(description="The group's name, or the other member's display name for a direct conversation.")
-    async def title(self, info: strawberry.Info) -> str:
-        loader = info.context.loader
-        if self.row.group_id is not None:
-            group = await loader(conversations_resolvers.group_by_id).load(self.row.group_id)
-            return group.name if group is not None else ""
-        peer = await loader(conversations_resolvers.direct_peer).load(self.row.id)
-        return peer.display_name if peer is not None else ""
+    def title(self, info: strawberry.Info) -> str:
+        if self.title_value is not None:
+            return self.title_value
+        return later(info.context.loader(conversations_resolvers.conversation_title).load(self.row.id))
 
     @strawberry.field(description="Null for a direct conversation.")
     async def group(self, info: strawberry.Info) -> GroupType | None:
@@ -127,30 +150,54 @@ class Conversation:
         return Group.from_row(row)
 
     @strawberry.field
-    async def members(
+    def members(
         self, info: strawberry.Info, first: int | None = 50, after: str | None = strawberry.UNSET
     ) -> UserConnectionType:
-        from schema.users import UserConnection
+        if self.member_row is None:  # membership first: NOT_FOUND before any argument error
+            return later(self._load_members(info, first, after))
+        request, key = self._member_key(info, first, after)
+        if self.member_pages is not None and key in self.member_pages:
+            return _user_connection(slice_page(self.member_pages[key], request))
+        return later(self._load_members(info, first, after))
 
-        ctx = info.context
-        await self._member(info)
+    def _member_key(
+        self, info: strawberry.Info, first: int | None, after: str | None
+    ) -> tuple[PageRequest, tuple[int, int, int | None]]:
         after = after or None
-        request = page_request(first=first, after=after, default=50, maximum=ctx.settings.max_page_size)
+        request = page_request(first=first, after=after, default=50, maximum=info.context.settings.max_page_size)
         after_user = int_cursor(after, "after") if after else None
-        rows = await ctx.loader(conversations_resolvers.member_page).load((self.row.id, request.size + 1, after_user))
-        page = slice_page([user for _, user in rows], request)
-        return UserConnection.from_page(page, lambda user: encode_cursor(user.id))
+        return request, (self.row.id, request.size + 1, after_user)
+
+    async def _load_members(self, info: strawberry.Info, first: int | None, after: str | None) -> UserConnectionType:
+        await self._member(info)
+        request, key = self._member_key(info, first, after)
+        rows = await info.context.loader(conversations_resolvers.member_users).load(key)
+        return _user_connection(slice_page(rows, request))
 
     @strawberry.field
-    async def last_message(self, info: strawberry.Info) -> MessageType | None:
+    def last_message(self, info: strawberry.Info) -> MessageType | None:
         if self.row.last_message_id is None:
             return None
+        if self.last_known:
+            if self.last_message_row is None:
+                return None
+            from schema.messages import Message
+
+            return Message.from_row(self.last_message_row, self.last_sender_row)
+        return later(self._load_last_message(info))
+
+    async def _load_last_message(self, info: strawberry.Info) -> MessageType | None:
         await self._member(info)
         row = await info.context.loader(messages_resolvers.message_by_id).load(self.row.last_message_id)
         return _message(row) if row is not None else None
 
     @strawberry.field(description="Messages by others after the viewer's read position.")
-    async def unread_count(self, info: strawberry.Info) -> int:
+    def unread_count(self, info: strawberry.Info) -> int:
+        if self.unread_value is not None:
+            return self.unread_value
+        return later(self._load_unread_count(info))
+
+    async def _load_unread_count(self, info: strawberry.Info) -> int:
         await self._member(info)
         return int(await info.context.loader(conversations_resolvers.unread_count).load(self.row.id))
 
@@ -187,8 +234,21 @@ class Conversation:
         return self.row.updated_at
 
     @classmethod
-    def from_row(cls, row: models.Conversation) -> Conversation:
-        return cls(row=row)
+    def from_row(cls, row: Any) -> Conversation:
+        return cls(row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind))
+
+    @classmethod
+    def from_listed(
+        cls, item: conversations_db.ListedConversation, last_known: bool,
+        member_pages: dict[tuple[int, int, int | None], list[Any]] | None = None,
+    ) -> Conversation:
+        """A row of the viewer's list with what the list statement brought along."""
+        row = item.conversation
+        return cls(
+            row=row, id=strawberry.ID(ids.encode("Conversation", row.id)), kind=ConversationKind(row.kind),
+            member_row=item.member, title_value=item.title, unread_value=item.unread, last_known=last_known,
+            last_message_row=item.last_message, last_sender_row=item.last_sender, member_pages=member_pages,
+        )
 
 
 @strawberry.type
@@ -203,7 +263,17 @@ class ConversationConnection:
     page_info: PageInfo
 
 
-def _conversation_cursor(row: models.Conversation) -> str:
+def _member_cursor(user: Any) -> str:
+    return encode_cursor(user.id)
+
+
+def _user_connection(page: Page[Any]) -> UserConnection:
+    from schema.users import UserConnection
+
+    return UserConnection.from_page(page, _member_cursor)
+
+
+def _conversation_cursor(row: Any) -> str:
     return encode_cursor(row.updated_at.isoformat(), row.id)
 
 
@@ -218,6 +288,41 @@ def _decode_conversation_cursor(cursor: str) -> tuple[datetime, int]:
     return when, conversation_id
 
 
+def _node_fields(selected: list[Any]) -> dict[str, list[SelectedField]]:
+    """The fields selected on `edges.node` of the connection by name (fragments
+    included), so the list statement brings along only what the query asks."""
+    names: dict[str, list[SelectedField]] = {}
+
+    def walk(selections: list[Any], path: tuple[str, ...]) -> None:
+        for selection in selections:
+            if not isinstance(selection, SelectedField):  # fragment spread or inline fragment
+                walk(selection.selections, path)
+            elif not path:
+                names.setdefault(selection.name, []).append(selection)
+            elif selection.name == path[0]:
+                walk(selection.selections, path[1:])
+
+    for root in selected:
+        walk(root.selections, ("edges", "node"))
+    return names
+
+
+def _members_window(ctx: Any, asked: dict[str, list[SelectedField]]) -> tuple[int, int | None] | None:
+    """(rows to fetch, after user id) of the one `members(...)` page every listed row
+    asks, to fetch it with the list; None when not asked, asked several ways, or with
+    arguments the field itself must refuse."""
+    selections = asked.get("members", [])
+    if len({tuple(sorted(s.arguments.items())) for s in selections}) != 1:
+        return None
+    arguments = selections[0].arguments
+    first, after = arguments.get("first", 50), arguments.get("after") or None
+    try:
+        request = page_request(first=first, after=after, default=50, maximum=ctx.settings.max_page_size)
+        return request.size + 1, int_cursor(after, "after") if after else None
+    except (BadUserInput, TypeError):
+        return None
+
+
 @strawberry.type
 class Query:
     @strawberry.field(description="The viewer's conversations, most recently active first.")
@@ -229,11 +334,23 @@ class Query:
         after = after or None
         request = page_request(first=first, after=after, default=20, maximum=ctx.settings.max_page_size)
         key = _decode_conversation_cursor(after) if after else None
-        rows = await conversations_resolvers.list_conversations(ctx, request.size + 1, key)
+        asked = _node_fields(info.selected_fields)
+        last_message = "lastMessage" in asked
+        members = _members_window(ctx, asked)
+        rows, member_pages = await conversations_resolvers.list_conversation_rows(
+            ctx, request.size + 1, key, title="title" in asked, unread="unreadCount" in asked,
+            last_message=last_message, members=members, members_for=request.size,
+        )
         page = slice_page(rows, request)
         return ConversationConnection(
-            edges=[ConversationEdge(cursor=_conversation_cursor(r), node=Conversation.from_row(r)) for r in page.rows],
-            page_info=page_info(page, _conversation_cursor),
+            edges=[
+                ConversationEdge(
+                    cursor=_conversation_cursor(r.conversation),
+                    node=Conversation.from_listed(r, last_message, member_pages),
+                )
+                for r in page.rows
+            ],
+            page_info=page_info(page, lambda r: _conversation_cursor(r.conversation)),
         )
 
     @strawberry.field

@@ -20,7 +20,7 @@ from resolvers import messages as messages_resolvers
 from resolvers.context import Context
 from resolvers.messages import Window
 from schema import ids
-from schema.conversations import int_cursor
+from schema.conversations import int_cursor, later
 from schema.pagination import Page, PageInfo, encode_cursor, page_info, page_request, slice_page
 
 if TYPE_CHECKING:
@@ -52,55 +52,51 @@ class MessageEdit:
         return self.row.edited_at
 
 
+async def _load_conversation(self: Any, info: strawberry.Info) -> ConversationType:
+    from schema.conversations import Conversation
+
+    row = await info.context.loader(conversations_resolvers.conversation_by_id).load(self.row.conversation_id)
+    if row is None:
+        raise NotFound("Conversation not found")
+    return Conversation.from_row(row)
+
+
+async def _load_sender(message: Any, info: strawberry.Info) -> UserType:
+    return _user(await info.context.loader(conversations_resolvers.user_by_id).load(message.row.sender_id))
+
+
+def _sender(self: Any, info: strawberry.Info) -> UserType:
+    if self.sender_row is not None:
+        return _user(self.sender_row)
+    return later(_load_sender(self, info))
+
+
+def _client_message_id(self: Any, info: strawberry.Info) -> str | None:
+    viewer = info.context.viewer
+    return self.row.client_message_id if viewer is not None and viewer.user_id == self.row.sender_id else None
+
+
 @strawberry.type
 class Message:
-    row: strawberry.Private[models.Message]
+    # An ORM row or a light row (db.rows); the plain fields are copied by `from_row`
+    # (Strawberry's attribute fast path), the sender too when the page brought it.
+    row: strawberry.Private[Any]
+    id: strawberry.ID
+    conversation: ConversationType = strawberry.field(resolver=_load_conversation)
+    sender: UserType = strawberry.field(resolver=_sender)
+    body: str | None = strawberry.field(description="Null once deleted.")
+    client_message_id: str | None = strawberry.field(
+        resolver=_client_message_id, description="The sender's idempotency key, echoed back (to the sender only)."
+    )
+    created_at: datetime
+    edited_at: datetime | None
+    deleted_at: datetime | None
+    is_deleted: bool
+    sender_row: strawberry.Private[Any] = None
 
     @property
     def _deleted(self) -> bool:
-        return self.row.deleted_at is not None
-
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(ids.encode("Message", self.row.id))
-
-    @strawberry.field
-    async def conversation(self, info: strawberry.Info) -> ConversationType:
-        from schema.conversations import Conversation
-
-        row = await info.context.loader(conversations_resolvers.conversation_by_id).load(self.row.conversation_id)
-        if row is None:
-            raise NotFound("Conversation not found")
-        return Conversation.from_row(row)
-
-    @strawberry.field
-    async def sender(self, info: strawberry.Info) -> UserType:
-        return _user(await info.context.loader(conversations_resolvers.user_by_id).load(self.row.sender_id))
-
-    @strawberry.field(description="Null once deleted.")
-    def body(self) -> str | None:
-        return None if self._deleted else self.row.body
-
-    @strawberry.field(description="The sender's idempotency key, echoed back (to the sender only).")
-    def client_message_id(self, info: strawberry.Info) -> str | None:
-        viewer = info.context.viewer
-        return self.row.client_message_id if viewer is not None and viewer.user_id == self.row.sender_id else None
-
-    @strawberry.field
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @strawberry.field
-    def edited_at(self) -> datetime | None:
-        return self.row.edited_at
-
-    @strawberry.field
-    def deleted_at(self) -> datetime | None:
-        return self.row.deleted_at
-
-    @strawberry.field
-    def is_deleted(self) -> bool:
-        return self._deleted
+        return self.is_deleted
 
     @strawberry.field(description="Earlier bodies, oldest first; empty once deleted.")
     async def edit_history(self, info: strawberry.Info) -> list[MessageEdit]:
@@ -126,14 +122,20 @@ class Message:
         return [_user(row) for row in rows]
 
     @classmethod
-    def from_row(cls, row: models.Message) -> Message:
-        return cls(row=row)
+    def from_row(cls, row: Any, sender: Any = None) -> Message:
+        """`row`: an ORM or light message row; `sender`: its sender's row when at hand."""
+        deleted = row.deleted_at is not None
+        return cls(
+            row=row, id=strawberry.ID(ids.encode("Message", row.id)), body=None if deleted else row.body,
+            created_at=row.created_at, edited_at=row.edited_at, deleted_at=row.deleted_at, is_deleted=deleted,
+            sender_row=sender,
+        )
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any], ctx: Context) -> Message:
         """The message a write published (`resolvers.messages.snapshot`), with this
         context's loaders primed: sender, attachments, mentions and history cost no SQL."""
-        return cls(row=messages_resolvers.prime_snapshot(ctx, snapshot))
+        return cls.from_row(messages_resolvers.prime_snapshot(ctx, snapshot))
 
 
 @strawberry.type
@@ -148,15 +150,19 @@ class MessageConnection:
     page_info: PageInfo
 
     @classmethod
-    def from_page(cls, page: Page[models.Message]) -> MessageConnection:
+    def from_page(cls, page: Page[tuple[Any, Any]]) -> MessageConnection:
+        """`page.rows`: (message, sender) rows."""
         return cls(
-            edges=[MessageEdge(cursor=_message_cursor(row), node=Message.from_row(row)) for row in page.rows],
+            edges=[
+                MessageEdge(cursor=encode_cursor(row.seq), node=Message.from_row(row, sender))
+                for row, sender in page.rows
+            ],
             page_info=page_info(page, _message_cursor),
         )
 
 
-def _message_cursor(row: models.Message) -> str:
-    return encode_cursor(row.seq)
+def _message_cursor(pair: tuple[Any, Any]) -> str:
+    return encode_cursor(pair[0].seq)
 
 
 def _given(value: Any) -> Any:
@@ -165,7 +171,7 @@ def _given(value: Any) -> Any:
 
 async def message_connection(
     ctx: Context, conversation_id: int, first: int | None, after: str | None, last: int | None,
-    before: str | None,
+    before: str | None, *, root: bool = False,
 ) -> MessageConnection:
     """A page of a conversation's messages, oldest first within the page whichever way
     it was asked. Neither first nor last: the newest 50 (only `after`: the 50 right
@@ -180,7 +186,10 @@ async def message_connection(
         after=int_cursor(after, "after") if after else None,
         before=int_cursor(before, "before") if before else None,
     )
-    rows = await messages_resolvers.list_messages(ctx, conversation_id, window)
+    if root:  # one conversation: the membership check rides in the page statement
+        rows = await messages_resolvers.list_messages_as_member(ctx, conversation_id, window)
+    else:  # Conversation.messages: membership checked, pages batched across conversations
+        rows = await messages_resolvers.list_messages(ctx, conversation_id, window)
     return MessageConnection.from_page(slice_page(rows, request))
 
 
@@ -254,7 +263,7 @@ class Query:
     ) -> MessageConnection:
         info.context.require_viewer()
         cid = ids.decode("Conversation", conversation_id, field="conversationId")
-        return await message_connection(info.context, cid, first, after, last, before)
+        return await message_connection(info.context, cid, first, after, last, before, root=True)
 
 
 @strawberry.type

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 import strawberry
 
@@ -27,29 +28,16 @@ class PresenceStatus(Enum):
 
 @strawberry.type
 class User:
-    row: strawberry.Private[models.User]
+    # An ORM row or a light row (db.rows); plain fields are copied by `from_row`, so
+    # resolving them takes Strawberry's attribute fast path (a page holds hundreds).
+    row: strawberry.Private[Any]
+    id: strawberry.ID
+    username: str
+    display_name: str
+    created_at: datetime
+    is_admin: bool
     # The signed-in user itself (AuthPayload.user before a token is in use).
     is_self: strawberry.Private[bool] = False
-
-    @strawberry.field
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(ids.encode("User", self.row.id))
-
-    @strawberry.field
-    def username(self) -> str:
-        return self.row.username
-
-    @strawberry.field
-    def display_name(self) -> str:
-        return self.row.display_name
-
-    @strawberry.field
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @strawberry.field
-    def is_admin(self) -> bool:
-        return self.row.is_admin
 
     async def _visible(self, info: strawberry.Info) -> bool:
         if self.is_self:
@@ -74,8 +62,11 @@ class User:
         return self.row.last_seen_at
 
     @classmethod
-    def from_row(cls, row: models.User, *, is_self: bool = False) -> User:
-        return cls(row=row, is_self=is_self)
+    def from_row(cls, row: Any, *, is_self: bool = False) -> User:
+        return cls(
+            row=row, id=strawberry.ID(ids.encode("User", row.id)), username=row.username,
+            display_name=row.display_name, created_at=row.created_at, is_admin=row.is_admin, is_self=is_self,
+        )
 
 
 @strawberry.type
