@@ -151,17 +151,6 @@ async def member_pages(
     return found
 
 
-async def direct_peers(session: AsyncSession, user_id: int, conversation_ids: Sequence[int]) -> dict[int, models.User]:
-    """The other member of each direct conversation."""
-    rows = (
-        await session.execute(
-            select(CM.conversation_id, models.User).join(models.User, models.User.id == CM.user_id)
-            .where(CM.conversation_id.in_(conversation_ids), CM.user_id != user_id)
-        )
-    ).all()
-    return {cid: user for cid, user in rows}
-
-
 async def read_states(
     session: AsyncSession, conversation_ids: Sequence[int], limit: int
 ) -> dict[int, list[tuple[models.ConversationMember, models.User]]]:
@@ -241,22 +230,6 @@ async def unhide(session: AsyncSession, conversation_id: int, user_id: int | Non
 
 
 # ------------------------------------------------------------------------- lists
-
-
-async def list_for_user(
-    session: AsyncSession, user_id: int, limit: int, after: tuple[datetime, int] | None
-) -> list[tuple[models.Conversation, models.ConversationMember]]:
-    """The user's visible conversations, latest activity first, keyset after (updated_at, id)."""
-    stmt = (
-        select(C, CM)
-        .join(CM, and_(CM.conversation_id == C.id, CM.user_id == user_id))
-        .where(CM.hidden.is_(False), C.deleted_at.is_(None))
-    )
-    if after is not None:
-        at, cid = after
-        stmt = stmt.where(or_(C.updated_at < at, and_(C.updated_at == at, C.id < cid)))
-    rows = (await session.execute(stmt.order_by(C.updated_at.desc(), C.id.desc()).limit(limit))).all()
-    return [(conversation, member) for conversation, member in rows]
 
 
 async def by_ids(session: AsyncSession, conversation_ids: Sequence[int]) -> dict[int, models.Conversation]:
@@ -345,7 +318,8 @@ async def list_rows_for_user(
     conn: AsyncConnection, user_id: int, limit: int, after: tuple[datetime, int] | None, *,
     title: bool, unread: bool, last_message: bool,
 ) -> list[ListedConversation]:
-    """`list_for_user` as light rows, plus what the page asked for, in one statement."""
+    """The user's visible conversations, latest activity first, keyset after
+    (updated_at, id), as light rows plus what the page asked for, in one statement."""
     params: dict[str, Any] = {"v": user_id, "n": limit}
     if after is not None:
         params["at"], params["cid"] = after

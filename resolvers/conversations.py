@@ -89,14 +89,6 @@ async def read_states(ctx: Context, conversation_ids: Sequence[int]) -> list[lis
     return [found[i] for i in conversation_ids]
 
 
-async def direct_peer(ctx: Context, conversation_ids: Sequence[int]) -> list[models.User | None]:
-    """The other member of each direct conversation (its title)."""
-    viewer = ctx.require_viewer()
-    async with ctx.db.session() as s:
-        found = await conversations_db.direct_peers(s, viewer.user_id, conversation_ids)
-    return [found.get(i) for i in conversation_ids]
-
-
 async def member_page(ctx: Context, keys: Sequence[tuple[int, int, int | None]]) -> list[list[Any]]:
     """Keys are (conversation id, rows to fetch, after user id); one statement per
     distinct (rows, after), so a list page asking the same members page costs one."""
@@ -136,7 +128,8 @@ async def list_conversation_rows(
     title: bool = True, unread: bool = True, last_message: bool = True,
     members: tuple[int, int | None] | None = None, members_for: int = 0,
 ) -> tuple[list[conversations_db.ListedConversation], dict[tuple[int, int, int | None], list[Any]]]:
-    """`list_conversations` as light rows in one statement, with the title, unread count
+    """The viewer's conversations (`limit` rows: the caller asks one extra to learn
+    whether more follow) as light rows in one statement, with the title, unread count
     and last message (and its sender) when asked: all of them are the viewer's own
     conversations, so the page is authorized by construction. With `members` (rows to
     fetch, after user id), the members pages of the first `members_for` rows follow in
@@ -158,19 +151,6 @@ async def list_conversation_rows(
         memberships.prime(item.conversation.id, item.member)
         conversations.prime(item.conversation.id, item.conversation)
     return listed, pages
-
-
-async def list_conversations(
-    ctx: Context, limit: int, after: tuple[datetime, int] | None
-) -> list[models.Conversation]:
-    """`limit` rows (the caller asks one extra to learn whether more follow)."""
-    viewer = ctx.require_viewer()
-    async with ctx.db.session() as s:
-        rows = await conversations_db.list_for_user(s, viewer.user_id, limit, after)
-    for conversation, member in rows:
-        ctx.prime(viewer_membership, conversation.id, member)
-        ctx.prime(conversation_by_id, conversation.id, conversation)
-    return [conversation for conversation, _ in rows]
 
 
 async def get_conversation(ctx: Context, conversation_id: int) -> models.Conversation:
