@@ -34,6 +34,11 @@ SESSION_CHANNEL = "session"
 PRESENCE_CHANNEL = "presence"
 AUDIT_CHANNEL = "audit"
 
+# Conversation-channel event types that change who may follow the conversation: an
+# instance drops what it cached about the conversation's members when one arrives.
+MEMBERSHIP_EVENT = "membership"
+INVALIDATING_TYPES = frozenset({MEMBERSHIP_EVENT})
+
 
 class Hub(Protocol):
     async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
@@ -89,7 +94,7 @@ class Publisher:
         added, removed = list(added), list(removed)
         await self.publish(
             conversation_channel(conversation_id),
-            {"type": "membership", "conversation_id": conversation_id, "added": added, "removed": removed},
+            {"type": MEMBERSHIP_EVENT, "conversation_id": conversation_id, "added": added, "removed": removed},
         )
         for user_id in removed:
             await self.conversation_removed(user_id, conversation_id)

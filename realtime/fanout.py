@@ -133,6 +133,8 @@ class Engine:
             for channel in source.private_channels:
                 self.feeds[channel].private[id(sub)] = sub
             self.subscribers += 1
+            if source.channels:
+                source.channel_state = self.feeds[source.channels[0]].state
             start = await source.start(ctx)
         except AppError as error:
             self._detach(sub)
@@ -288,6 +290,7 @@ class Engine:
         feed.refs -= 1
         if feed.refs <= 0:
             del self.feeds[channel]
+            feed.state.close()
             if feed.ready.done() and feed.ready.exception() is None:
                 self.spawn(self.hub.unsubscribe(channel, feed), name="realtime-unsubscribe")
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from graphql.execution import Executor, execute_subscription_event
 
 from errors import AppError, ResumeRequired
-from realtime.live import LiveSource, Sink
+from realtime.events import INVALIDATING_TYPES
+from realtime.live import ChannelState, LiveSource, Sink
 from realtime.protocol import result_payload
 
 if TYPE_CHECKING:
@@ -315,10 +316,17 @@ class Feed:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue: deque[Any] = deque()
         self.worker: asyncio.Task[None] | None = None
+        self.state = ChannelState()  # what subscribers may reuse while we follow the channel
 
     # Hub listener (synchronous, on the hub's dispatch task) ----------------------------
 
     def on_event(self, channel: str, event: dict[str, Any]) -> None:
+        # On arrival, before queueing: a subscriber starting from now on must not reuse
+        # what this event may have changed (its own dispatch may come later).
+        state = self.state
+        state.saw(event)
+        if event.get("type") in INVALIDATING_TYPES:
+            state.invalidate()
         if len(self.queue) >= MAX_FEED_BACKLOG:
             log.warning("channel %s fell %d events behind; treating it as a gap", channel, len(self.queue))
             self.queue.clear()
@@ -328,6 +336,7 @@ class Feed:
         self._wake()
 
     def on_gap(self, channel: str) -> None:
+        self.state.invalidate()  # invalidating events may have been lost
         self.queue.append(_GAP)
         self._wake()
 

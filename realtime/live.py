@@ -8,12 +8,83 @@ of realtime.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
 
 from errors import AppError, NotFound
 
 FieldRef = tuple[str, str]  # (GraphQL type name, field name)
+
+
+class ChannelState:
+    """What this instance knows about a channel while it follows it (one per `Feed`).
+
+    - `high_pos`: the highest event position seen on the channel since it was followed
+      (positions are taken in commit order, so everything up to it is committed).
+    - `cached(key, load)`: a value read from the database, shared by the subscribers
+      that ask for it (concurrent callers share one in-flight read) and kept until an
+      event that may change it arrives (`invalidate()`: membership events, a gap), or
+      the instance stops following the channel (the state is dropped with its feed).
+
+    Soundness rests on one precondition, which `realtime.fanout.Engine` guarantees: the
+    hub subscription is live before the first read starts, so every change committed
+    after a read is announced to this feed and invalidates the value. A read that was in
+    flight when an invalidation arrived is never stored nor handed to later callers.
+    """
+
+    __slots__ = ("_values", "closed", "high_pos", "invalidations", "loads")
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, asyncio.Future[Any]] = {}
+        self.high_pos: int | None = None
+        self.closed = False
+        self.loads = 0  # reads started (for tests and figures)
+        self.invalidations = 0
+
+    def saw(self, event: dict[str, Any]) -> None:
+        pos = event.get("pos")
+        if isinstance(pos, int) and (self.high_pos is None or pos > self.high_pos):
+            self.high_pos = pos
+
+    def invalidate(self) -> None:
+        self.invalidations += 1
+        self._values.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self._values.clear()
+
+    async def cached(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
+        while True:
+            found = self._values.get(key)
+            if found is None:
+                return await self._load(key, load)
+            try:
+                return await asyncio.shield(found)
+            except asyncio.CancelledError:
+                if not found.cancelled():
+                    raise  # this caller was cancelled
+                # the reader was cancelled (its client left): read again
+
+    async def _load(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
+        found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if not self.closed:
+            self._values[key] = found
+        self.loads += 1
+        try:
+            value = await load()
+        except BaseException as exc:
+            if self._values.get(key) is found:
+                del self._values[key]
+            if isinstance(exc, Exception):
+                found.set_exception(exc)
+                found.exception()  # retrieved: the waiters re-raise it themselves
+            else:
+                found.cancel()
+            raise
+        found.set_result(value)
+        return value
 
 
 class LiveSource:
@@ -42,6 +113,8 @@ class LiveSource:
     sender_fields: frozenset[FieldRef] = frozenset()
     sender_types: frozenset[str] = frozenset()
     sender_carriers: frozenset[FieldRef] = frozenset()
+    # Set by the engine before `start()`: the state of `channels[0]` on this instance.
+    channel_state: ChannelState | None = None
 
     def admit(self, event: dict[str, Any], viewer: Any) -> bool:
         return True

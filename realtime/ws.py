@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from graphql import GraphQLError
+from graphql import GraphQLError, validate
 from starlette.websockets import WebSocket
 
 from errors import Unauthenticated
@@ -34,6 +34,8 @@ log = logging.getLogger("parley.realtime.ws")
 
 Authenticate = Callable[[str], Awaitable[Any]]
 CheckSessions = Callable[[Sequence[int]], Awaitable[set[int]]]
+# (schema, document, query text, variables) -> the operation-limit errors (cached by the caller's side)
+LimitErrors = Callable[[Any, Any, str, dict[str, Any] | None], list[GraphQLError]]
 
 
 def bearer(raw: str) -> str | None:
@@ -54,6 +56,7 @@ class GraphQLWebSocket:
         make_context: Callable[[Any, Any], Any],
         format_errors: Callable[[list[GraphQLError], Any], list[dict[str, Any]]],
         limit_rules: Callable[[dict[str, Any] | None], list[Any]],
+        limit_errors: LimitErrors | None = None,
         check_sessions: CheckSessions | None = None,
         client_address: Callable[[Any], str | None] | None = None,
         refuse_document: Callable[[Any], GraphQLError | None] | None = None,
@@ -67,6 +70,7 @@ class GraphQLWebSocket:
         self._make_context = make_context
         self.format_errors = format_errors
         self.limit_rules = limit_rules
+        self._limit_errors = limit_errors
         self._check_sessions = check_sessions
         self._client_address = client_address
         self.engine = Engine(
@@ -168,6 +172,13 @@ class GraphQLWebSocket:
         if token is None:
             raise Unauthenticated("invalid token")
         return await self._authenticate(token)
+
+    def limit_errors(self, document: Any, query: str, variables: dict[str, Any] | None) -> list[GraphQLError]:
+        """The operation limits' verdict for a valid document (cached when the wiring
+        gives `limit_errors`; otherwise the rules are built and run each time)."""
+        if self._limit_errors is not None:
+            return self._limit_errors(self.schema, document, query, variables)
+        return list(validate(self.schema, document, self.limit_rules(variables)))
 
     def make_context(self, viewer: Any, connection: Connection | None) -> Any:
         return self._make_context(viewer, connection)
