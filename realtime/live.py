@@ -17,43 +17,41 @@ from errors import AppError, NotFound
 FieldRef = tuple[str, str]  # (GraphQL type name, field name)
 
 
-class ChannelState:
-    """What this instance knows about a channel while it follows it (one per `Feed`).
-
-    - `high_pos`: the highest event position seen on the channel since it was followed
-      (positions are taken in commit order, so everything up to it is committed).
-    - `cached(key, load)`: a value read from the database, shared by the subscribers
-      that ask for it (concurrent callers share one in-flight read) and kept until an
-      event that may change it arrives (`invalidate()`: membership events, a gap), or
-      the instance stops following the channel (the state is dropped with its feed).
-
-    Soundness rests on one precondition, which `realtime.fanout.Engine` guarantees: the
-    hub subscription is live before the first read starts, so every change committed
-    after a read is announced to this feed and invalidates the value. A read that was in
-    flight when an invalidation arrived is never stored nor handed to later callers.
+class SharedReads:
+    """Values read from the database, shared by the callers that ask for one while it
+    is valid: concurrent callers share one in-flight read, and `invalidate()` drops
+    everything (in-flight reads included: a read that was in flight when an invalidation
+    arrived is never stored nor handed to a later caller; its own caller still gets it).
     """
 
-    __slots__ = ("_values", "closed", "high_pos", "invalidations", "loads")
+    __slots__ = ("_values", "closed", "invalidations", "loads")
 
     def __init__(self) -> None:
         self._values: dict[Hashable, asyncio.Future[Any]] = {}
-        self.high_pos: int | None = None
         self.closed = False
         self.loads = 0  # reads started (for tests and figures)
         self.invalidations = 0
 
-    def saw(self, event: dict[str, Any]) -> None:
-        pos = event.get("pos")
-        if isinstance(pos, int) and (self.high_pos is None or pos > self.high_pos):
-            self.high_pos = pos
+    def __len__(self) -> int:
+        return len(self._values)
 
     def invalidate(self) -> None:
         self.invalidations += 1
         self._values.clear()
 
+    def forget(self, key: Hashable) -> None:
+        self._values.pop(key, None)
+
     def close(self) -> None:
         self.closed = True
         self._values.clear()
+
+    def peek(self, key: Hashable) -> Any:
+        """The stored value for `key` (None when absent, in flight or failed)."""
+        found = self._values.get(key)
+        if found is None or not found.done() or found.cancelled() or found.exception() is not None:
+            return None
+        return found.result()
 
     async def cached(self, key: Hashable, load: Callable[[], Awaitable[Any]]) -> Any:
         while True:
@@ -76,7 +74,7 @@ class ChannelState:
             value = await load()
         except BaseException as exc:
             if self._values.get(key) is found:
-                del self._values[key]
+                del self._values[key]  # failures are not kept: the next caller reads again
             if isinstance(exc, Exception):
                 found.set_exception(exc)
                 found.exception()  # retrieved: the waiters re-raise it themselves
@@ -85,6 +83,32 @@ class ChannelState:
             raise
         found.set_result(value)
         return value
+
+
+class ChannelState(SharedReads):
+    """What this instance knows about a channel while it follows it (one per `Feed`).
+
+    - `high_pos`: the highest event position seen on the channel since it was followed
+      (positions are taken in commit order, so everything up to it is committed).
+    - `cached(key, load)`: a value read from the database (`SharedReads`), kept until
+      an event that may change it arrives (the feed calls `invalidate()` on membership
+      events and gaps), or the instance stops following the channel (`close()`).
+
+    Soundness rests on one precondition, which `realtime.fanout.Engine` guarantees: the
+    hub subscription is live before the first read starts, so every change committed
+    after a read is announced to this feed and invalidates the value.
+    """
+
+    __slots__ = ("high_pos",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.high_pos: int | None = None
+
+    def saw(self, event: dict[str, Any]) -> None:
+        pos = event.get("pos")
+        if isinstance(pos, int) and (self.high_pos is None or pos > self.high_pos):
+            self.high_pos = pos
 
 
 class LiveSource:
