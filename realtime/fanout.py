@@ -155,7 +155,13 @@ class Engine:
             stats.subscription_started()
         if source.positioned:
             sub.pos = int(start or 0)
-            group.start_fill()
+            end = source.known_end
+            if end is not None and sub.pos >= end and sub.target <= sub.pos:
+                # Nothing after `pos` was committed before the feed could see it, and
+                # nothing after it reached the group yet: live at once, no replay read.
+                sub.filling = False
+            else:
+                group.start_fill()
         else:
             sub.ready = True
         if source.interval:

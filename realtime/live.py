@@ -139,6 +139,11 @@ class LiveSource:
     sender_carriers: frozenset[FieldRef] = frozenset()
     # Set by the engine before `start()`: the state of `channels[0]` on this instance.
     channel_state: ChannelState | None = None
+    # Positioned sources may set this in `start()`: a position every event after which
+    # reaches the feed only after `start()` began (read after the hub subscription went
+    # live, or seen on it). When `start()` returns it and no later event reached the
+    # group meanwhile, the subscriber goes live without a replay read.
+    known_end: int | None = None
 
     def admit(self, event: dict[str, Any], viewer: Any) -> bool:
         return True

@@ -222,12 +222,12 @@ class MessageEventsSource(_ConversationSource):
         return MessageEvent.from_event(event, ctx)
 
     async def start(self, ctx: Any) -> int | None:
-        known = await self._check(ctx)
+        known = self.known_end = await self._check(ctx)
         if self.after is None:
             return known
         after = messages_resolvers.decode_event_cursor(self.after, self.conversation_id)
         if after > known:  # maybe newer than what we know: ask the database itself
-            known = (await _conversation_members(ctx, self.conversation_id)).last_event_pos
+            known = self.known_end = (await _conversation_members(ctx, self.conversation_id)).last_event_pos
             if after > known:
                 raise BadUserInput("This cursor is not a position of this conversation", field="after")
         return after
