@@ -15,6 +15,10 @@ from typing import Any, Protocol
 from errors import AppError, NotFound
 
 FieldRef = tuple[str, str]  # (GraphQL type name, field name)
+# The last item `replay()` may return: {"type": REPLAY_END, "pos": p} says that no event
+# up to position p is missing from the replay (positions without a delivery, such as a
+# membership change's, are skipped up to it).
+REPLAY_END = "replay_end"
 
 
 class SharedReads:
@@ -169,7 +173,10 @@ class LiveSource:
         raise NotImplementedError
 
     async def replay(self, ctx: Any, after: int, limit: int) -> list[dict[str, Any]]:
-        """Events after position `after`, oldest first, shaped like the live ones."""
+        """Events after position `after`, oldest first, shaped like the live ones: at
+        most `limit` of them, and every deliverable event between two returned ones
+        (positions in between carry nothing to deliver). When fewer than `limit` come
+        back, a `REPLAY_END` item may follow (see there)."""
         raise NotImplementedError
 
     async def still_allowed(self, ctx: Any, user_ids: set[int]) -> set[int]:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import aliased
 from db import models
 from errors import AppError, BadUserInput, NotFound
 from realtime.events import AUDIT_CHANNEL, MEMBERSHIP_EVENT, PRESENCE_CHANNEL, conversation_channel, user_channel
-from realtime.live import LiveSource
+from realtime.live import REPLAY_END, LiveSource
 from resolvers import admin as admin_resolvers
 from resolvers import conversations as conversations_resolvers
 from resolvers import messages as messages_resolvers
@@ -233,8 +233,19 @@ class MessageEventsSource(_ConversationSource):
         return after
 
     async def replay(self, ctx: Any, after: int, limit: int) -> list[dict[str, Any]]:
+        """The message events after `after`; when they all fit, then REPLAY_END at the
+        conversation's position, read FIRST: every message up to it is committed before
+        the events are read (positions are taken in commit order), so the positions in
+        between that have no message (membership changes) are skipped safely."""
+        c = models.Conversation.__table__
         async with ctx.db.session() as s:
-            return await messages_resolvers.events_since(s, self.conversation_id, after, limit)
+            end = (
+                await s.execute(select(c.c.last_event_pos).where(c.c.id == self.conversation_id))
+            ).scalar_one_or_none()
+            events = await messages_resolvers.events_since(s, self.conversation_id, after, limit)
+        if end is not None and len(events) < limit:
+            events.append({"type": REPLAY_END, "pos": int(end)})
+        return events
 
     async def still_allowed(self, ctx: Any, user_ids: set[int]) -> set[int]:
         return await _members_among(ctx, self.conversation_id, user_ids)
