@@ -46,6 +46,14 @@ class SharedReads:
     def forget(self, key: Hashable) -> None:
         self._values.pop(key, None)
 
+    def replace(self, key: Hashable, value: Any) -> None:
+        """Store `value` (read by the caller just now) in place of what is kept."""
+        if self.closed:
+            return
+        found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        found.set_result(value)
+        self._values[key] = found
+
     def close(self) -> None:
         self.closed = True
         self._values.clear()
@@ -97,22 +105,62 @@ class ChannelState(SharedReads):
     - `cached(key, load)`: a value read from the database (`SharedReads`), kept until
       an event that may change it arrives (the feed calls `invalidate()` on membership
       events and gaps), or the instance stops following the channel (`close()`).
+    - `cover(pos)` / `complete()`: the kept value was read at position `pos`; it is
+      complete (nothing it may miss) while every position between it and `high_pos` has
+      been seen. A hole means an event committed in between has not arrived yet: with
+      several instances publishing, a removal may be overtaken by a later message, so
+      the caller must read again (and `replace` the kept value) rather than trust it.
 
     Soundness rests on one precondition, which `realtime.fanout.Engine` guarantees: the
     hub subscription is live before the first read starts, so every change committed
     after a read is announced to this feed and invalidates the value.
     """
 
-    __slots__ = ("high_pos",)
+    __slots__ = ("_ahead", "high_pos", "upto")
+
+    MAX_AHEAD = 4096  # positions seen beyond a hole, kept to close it
 
     def __init__(self) -> None:
         super().__init__()
         self.high_pos: int | None = None
+        self.upto: int | None = None  # every position up to it is in the kept value or seen
+        self._ahead: set[int] = set()
 
     def saw(self, event: dict[str, Any]) -> None:
         pos = event.get("pos")
-        if isinstance(pos, int) and (self.high_pos is None or pos > self.high_pos):
+        if not isinstance(pos, int):
+            return
+        if self.high_pos is None or pos > self.high_pos:
             self.high_pos = pos
+        upto = self.upto
+        if upto is None or pos <= upto:
+            return
+        if pos == upto + 1:
+            self._advance(pos)
+        elif len(self._ahead) < self.MAX_AHEAD:
+            self._ahead.add(pos)
+
+    def cover(self, pos: int) -> None:
+        """The kept value reflects every change up to position `pos`."""
+        if self.upto is None or pos > self.upto:
+            self._advance(pos)
+
+    def complete(self) -> bool:
+        """No position up to `high_pos` is unaccounted for (see the class docstring)."""
+        return self.high_pos is None or (self.upto is not None and self.high_pos <= self.upto)
+
+    def _advance(self, pos: int) -> None:
+        ahead = self._ahead
+        while pos + 1 in ahead:
+            pos += 1
+        self.upto = pos
+        if ahead:
+            self._ahead = {p for p in ahead if p > pos}
+
+    def invalidate(self) -> None:
+        super().invalidate()
+        self.upto = None
+        self._ahead = set()
 
 
 class LiveSource:

@@ -185,7 +185,20 @@ class _ConversationSource(LiveSource):
         if state is None:
             members = await _conversation_members(ctx, self.conversation_id)
         else:
+            seen = state.invalidations
             members = await state.cached(MEMBERS_KEY, lambda: _conversation_members(ctx, self.conversation_id))
+            if state.invalidations == seen:
+                state.cover(members.last_event_pos)
+            if not state.complete():
+                # An event committed after that read has not arrived yet (another
+                # instance may publish a removal late): decide on a fresh read. Kept
+                # only if nothing invalidated it meanwhile; this subscriber is in its
+                # group already, so an event that did is dispatched to it anyway.
+                seen = state.invalidations
+                members = await _conversation_members(ctx, self.conversation_id)
+                if state.invalidations == seen:
+                    state.replace(MEMBERS_KEY, members)
+                    state.cover(members.last_event_pos)
         if viewer.user_id not in members.user_ids:
             raise _not_found()
         if state is not None and state.high_pos is not None:

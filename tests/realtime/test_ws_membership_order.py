@@ -231,3 +231,54 @@ async def test_across_instances_a_removed_member_gets_no_later_message(
     await ws_removed.silent(0.5)
     assert not [m for m in ws_removed.messages if m.get("type") == "next"
                 and m["payload"]["data"]["messageEvents"]["message"]["body"] == "after the removal"]
+
+
+async def test_subscribing_while_a_removal_is_overtaken_reads_again_and_refuses(live_server: LiveServer) -> None:
+    """The members are cached (read before the removal); a later message arrives, the
+    removal's event not yet: the cache has a hole before the message's position, so a
+    new subscribe of the removed member decides on a fresh read."""
+    owner, removed = await live_server.user(), await live_server.user()
+    g = await group(live_server, owner, removed)
+    cid = g["conversation"]["id"]
+    ws_owner, ws_removed = await live_server.ws(owner.token), await live_server.ws(removed.token)
+    op_owner = await ws_owner.subscribe(EVENTS, {"c": cid})  # caches the members
+    await live_server.settle()
+    await live_server.gql(SEND, {"c": cid, "b": "contiguous"}, token=owner.token)
+    assert (await ws_owner.next(op_owner))["messageEvents"]["message"]["body"] == "contiguous"
+    state = (await _state(live_server, cid))
+    loads = state.loads
+    early = await ws_removed.subscribe(EVENTS, {"c": cid})  # no hole: served from the cache
+    await live_server.settle()
+    assert state.loads == loads
+
+    services = live_server.services
+    held = HeldMembership(services.events.hub)
+    original, services.events = services.events, held
+    try:
+        removal = asyncio.ensure_future(live_server.gql(REMOVE, {"g": g["id"], "u": removed.gid}, token=owner.token))
+        await asyncio.wait_for(held.reached.wait(), 5)
+        await live_server.gql(SEND, {"c": cid, "b": "after the removal"}, token=owner.token)
+        event = (await ws_owner.next(op_owner))["messageEvents"]
+        await seen_position(live_server, cid, position(event["cursor"]))
+        assert not state.complete()
+        late = await ws_removed.subscribe(EVENTS, {"c": cid})
+        errors = {}
+        for _ in range(2):
+            message = await ws_removed.expect("error")
+            errors[message["id"]] = message["payload"][0]["extensions"]["code"]
+        assert errors == {early: "NOT_FOUND", late: "NOT_FOUND"}
+        held.release.set()
+        await removal
+    finally:
+        held.release.set()
+        services.events = original
+    await ws_removed.silent(0.3)
+    assert not [m for m in ws_removed.messages if m.get("type") == "next"
+                and m["payload"]["data"]["messageEvents"]["message"]["body"] == "after the removal"]
+
+
+async def _state(server: LiveServer, cid: str) -> Any:
+    from realtime.events import conversation_channel
+    from schema import ids
+
+    return server.handler.engine.feeds[conversation_channel(ids.decode("Conversation", cid))].state
