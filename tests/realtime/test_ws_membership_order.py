@@ -282,3 +282,32 @@ async def _state(server: LiveServer, cid: str) -> Any:
     from schema import ids
 
     return server.handler.engine.feeds[conversation_channel(ids.decode("Conversation", cid))].state
+
+
+async def test_kept_members_follow_a_removal_in_order_without_a_replay(live_server: LiveServer) -> None:
+    """The removal's event carries its position: the others step over it live (a
+    removal without one would look like a jump and cost every group a replay read)."""
+    from sqlalchemy import event as sa_event
+
+    owner, kept, gone = [await live_server.user() for _ in range(3)]
+    g = await group(live_server, owner, kept, gone)
+    cid = g["conversation"]["id"]
+    ws = await live_server.ws(kept.token)
+    op = await ws.subscribe(EVENTS, {"c": cid})
+    await live_server.settle()
+    replays: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM message_events" in statement:
+            replays.append(statement)
+
+    engine = live_server.services.db.engine.sync_engine
+    sa_event.listen(engine, "before_cursor_execute", before)
+    try:
+        await live_server.gql(REMOVE, {"g": g["id"], "u": gone.gid}, token=owner.token)
+        await live_server.gql(SEND, {"c": cid, "b": "next"}, token=owner.token)
+        event = (await ws.next(op))["messageEvents"]
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", before)
+    assert event["message"]["body"] == "next"
+    assert replays == []
