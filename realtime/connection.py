@@ -30,7 +30,7 @@ import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from graphql import GraphQLError, OperationType, validate
+from graphql import GraphQLError, OperationType
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from errors import AppError, Forbidden, RateLimited, Unauthenticated
@@ -337,7 +337,7 @@ class Connection:
         if info.kind is not OperationType.SUBSCRIPTION:
             return await self._execute(op_id, query, variables, name, ctx)
         assert parsed.document is not None
-        limit_errors = validate(service.schema, parsed.document, service.limit_rules(variables))
+        limit_errors = service.limit_errors(parsed.document, query, variables)
         if limit_errors:
             return service.format_errors(list(limit_errors), ctx)
         result = await service.engine.subscribe(

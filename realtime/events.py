@@ -34,6 +34,11 @@ SESSION_CHANNEL = "session"
 PRESENCE_CHANNEL = "presence"
 AUDIT_CHANNEL = "audit"
 
+# Conversation-channel event types that change who may follow the conversation: an
+# instance drops what it cached about the conversation's members when one arrives.
+MEMBERSHIP_EVENT = "membership"
+INVALIDATING_TYPES = frozenset({MEMBERSHIP_EVENT})
+
 
 class Hub(Protocol):
     async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
@@ -82,15 +87,23 @@ class Publisher:
 
     async def membership_changed(
         self, conversation_id: int, *, added: Iterable[int] = (), removed: Iterable[int] = (),
-        member_ids: Iterable[int] = (),
+        member_ids: Iterable[int] = (), pos: int | None = None,
     ) -> None:
         """Members joined or left `conversation_id`. Removed users' live subscriptions on
-        the conversation end; every current member's conversation list updates."""
+        the conversation end; every current member's conversation list updates.
+
+        `pos`: the conversation event position the change took in its transaction
+        (removals take one, like messages): positioned subscribers then handle the
+        change in commit order with the messages, whichever instance published what
+        first, so a message committed after a removal never reaches the removed member.
+        """
         added, removed = list(added), list(removed)
-        await self.publish(
-            conversation_channel(conversation_id),
-            {"type": "membership", "conversation_id": conversation_id, "added": added, "removed": removed},
-        )
+        event: dict[str, Any] = {
+            "type": MEMBERSHIP_EVENT, "conversation_id": conversation_id, "added": added, "removed": removed,
+        }
+        if pos is not None:
+            event["pos"] = pos
+        await self.publish(conversation_channel(conversation_id), event)
         for user_id in removed:
             await self.conversation_removed(user_id, conversation_id)
         for user_id in set(member_ids) | set(added):

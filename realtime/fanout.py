@@ -133,6 +133,8 @@ class Engine:
             for channel in source.private_channels:
                 self.feeds[channel].private[id(sub)] = sub
             self.subscribers += 1
+            if source.channels:
+                source.channel_state = self.feeds[source.channels[0]].state
             start = await source.start(ctx)
         except AppError as error:
             self._detach(sub)
@@ -153,7 +155,13 @@ class Engine:
             stats.subscription_started()
         if source.positioned:
             sub.pos = int(start or 0)
-            group.start_fill()
+            end = source.known_end
+            if end is not None and sub.pos >= end and sub.target <= sub.pos:
+                # Nothing after `pos` was committed before the feed could see it, and
+                # nothing after it reached the group yet: live at once, no replay read.
+                sub.filling = False
+            else:
+                group.start_fill()
         else:
             sub.ready = True
         if source.interval:
@@ -288,6 +296,7 @@ class Engine:
         feed.refs -= 1
         if feed.refs <= 0:
             del self.feeds[channel]
+            feed.state.close()
             if feed.ready.done() and feed.ready.exception() is None:
                 self.spawn(self.hub.unsubscribe(channel, feed), name="realtime-unsubscribe")
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from graphql.execution import Executor, execute_subscription_event
 
 from errors import AppError, ResumeRequired
-from realtime.live import LiveSource, Sink
+from realtime.events import INVALIDATING_TYPES
+from realtime.live import REPLAY_END, ChannelState, LiveSource, Sink
 from realtime.protocol import result_payload
 
 if TYPE_CHECKING:
@@ -129,11 +130,14 @@ class Group:
         source = self.source
         kind = event.get("type")
         if kind in source.control_types:
+            pos = event.get("pos") if source.positioned else None
             for sub in self.snapshot():
                 if sub.active:
                     error = sub.source.control(event, sub.viewer)
                     if error is not None:
                         self.engine.end(sub, error)
+                    elif isinstance(pos, int):
+                        self._passed(sub, pos)
         if kind in source.event_types:
             await self.deliver(event)
 
@@ -184,6 +188,25 @@ class Group:
             sent += 1
             if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+
+    def _passed(self, sub: Subscriber, pos: int) -> None:
+        """A positioned control event (a membership change) took position `pos`: it
+        counts as handled in order, like a delivery, so the next message must follow it
+        (a message that overtook it on the way is a jump: filled from the database,
+        where access is checked again first)."""
+        if sub.filling:
+            if pos > sub.target:
+                sub.target = pos
+            return
+        assert sub.pos is not None
+        if pos <= sub.pos:
+            return
+        if pos == sub.pos + 1:
+            sub.pos = pos
+            return
+        sub.filling = True
+        sub.target = pos
+        self.start_fill()
 
     def on_gap(self) -> None:
         """The hub may have lost events: positioned subscribers fill from the database,
@@ -239,7 +262,7 @@ class Group:
                     for sub in filling:
                         self.engine.end(sub, ResumeRequired("The server could not replay; resubscribe"))
                     continue
-                if len(events) < REPLAY_BATCH:
+                if len(events) < REPLAY_BATCH or (events and events[-1].get("type") == REPLAY_END):
                     for sub in filling:
                         if not (sub.active and sub.filling):
                             continue
@@ -261,15 +284,22 @@ class Group:
         source = self.source
         for event in events:
             pos = source.position(event)
+            if event.get("type") == REPLAY_END:  # nothing is missing up to `pos`
+                for sub in filling:
+                    if sub.active and sub.filling and sub.pos is not None and sub.pos < pos:
+                        sub.pos = pos
+                continue
             cache: dict[Hashable, bytes | None] = {}
             for sub in filling:
-                if not (sub.active and sub.filling) or sub.pos != pos - 1:
+                # A replay holds every deliverable event of its range, so positions it
+                # skips (membership changes) carry nothing for the subscriber.
+                if not (sub.active and sub.filling) or sub.pos is None or sub.pos >= pos:
                     continue
                 if source.filtered and not sub.source.admit(event, sub.viewer):
                     sub.pos = pos
                     continue
                 payload = await self._payload_for(cache, event, sub)
-                if not (sub.active and sub.filling) or sub.pos != pos - 1:
+                if not (sub.active and sub.filling) or sub.pos is None or sub.pos >= pos:
                     continue
                 sub.pos = pos
                 if payload is not None:
@@ -315,10 +345,17 @@ class Feed:
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.queue: deque[Any] = deque()
         self.worker: asyncio.Task[None] | None = None
+        self.state = ChannelState()  # what subscribers may reuse while we follow the channel
 
     # Hub listener (synchronous, on the hub's dispatch task) ----------------------------
 
     def on_event(self, channel: str, event: dict[str, Any]) -> None:
+        # On arrival, before queueing: a subscriber starting from now on must not reuse
+        # what this event may have changed (its own dispatch may come later).
+        state = self.state
+        state.saw(event)
+        if event.get("type") in INVALIDATING_TYPES:
+            state.invalidate()
         if len(self.queue) >= MAX_FEED_BACKLOG:
             log.warning("channel %s fell %d events behind; treating it as a gap", channel, len(self.queue))
             self.queue.clear()
@@ -328,6 +365,7 @@ class Feed:
         self._wake()
 
     def on_gap(self, channel: str) -> None:
+        self.state.invalidate()  # invalidating events may have been lost
         self.queue.append(_GAP)
         self._wake()
 

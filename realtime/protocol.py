@@ -94,14 +94,39 @@ def _operation_id(message: dict[str, Any]) -> str:
     return op_id
 
 
+def _init_payload(message: dict[str, Any]) -> dict[str, Any]:
+    payload = message.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise ProtocolError(BAD_REQUEST, "Invalid message received: payload must be an object")
+    return payload or {}
+
+
+def _incoming(message: dict[str, Any], kind: str) -> Incoming:
+    """A client message of a known type as `Incoming` (graphql-transport-ws terms)."""
+    if kind == "subscribe":
+        return Incoming("subscribe", _operation_id(message), _subscribe_payload(message.get("payload")))
+    if kind == "complete":
+        return Incoming("complete", _operation_id(message))
+    if kind == "init":
+        return Incoming("init", payload=_init_payload(message))
+    if kind == "ping":
+        return Incoming("ping", payload=message.get("payload"))
+    return Incoming(kind)  # pong, terminate
+
+
 class Wire:
     """A subprotocol's codec; one shared instance per subprotocol."""
 
     name: str
     next_type: bytes
+    kinds: dict[str, str]  # the subprotocol's message type -> Incoming.kind
 
     def decode(self, data: str | bytes) -> Incoming:
-        raise NotImplementedError
+        message = _decode_json(data)
+        kind = self.kinds.get(message["type"])
+        if kind is None:
+            raise ProtocolError(BAD_REQUEST, f"Invalid message received: unknown type {message['type'][:32]!r}")
+        return _incoming(message, kind)
 
     # --- frames out -------------------------------------------------------------
     def next_prefix(self, op_id: str) -> bytes:
@@ -132,23 +157,10 @@ class TransportWire(Wire):
     name = TRANSPORT_WS
     next_type = b"next"
 
-    def decode(self, data: str | bytes) -> Incoming:
-        message = _decode_json(data)
-        kind = message["type"]
-        if kind == "subscribe":
-            return Incoming("subscribe", _operation_id(message), _subscribe_payload(message.get("payload")))
-        if kind == "complete":
-            return Incoming("complete", _operation_id(message))
-        if kind == "ping":
-            return Incoming("ping", payload=message.get("payload"))
-        if kind == "pong":
-            return Incoming("pong")
-        if kind == "connection_init":
-            payload = message.get("payload")
-            if payload is not None and not isinstance(payload, dict):
-                raise ProtocolError(BAD_REQUEST, "Invalid message received: payload must be an object")
-            return Incoming("init", payload=payload or {})
-        raise ProtocolError(BAD_REQUEST, f"Invalid message received: unknown type {kind[:32]!r}")
+    kinds = {
+        "subscribe": "subscribe", "complete": "complete", "ping": "ping", "pong": "pong",
+        "connection_init": "init",
+    }
 
     def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes:
         return orjson.dumps({"id": op_id, "type": "error", "payload": errors})
@@ -166,21 +178,7 @@ class LegacyWire(Wire):
     name = LEGACY_WS
     next_type = b"data"
 
-    def decode(self, data: str | bytes) -> Incoming:
-        message = _decode_json(data)
-        kind = message["type"]
-        if kind == "start":
-            return Incoming("subscribe", _operation_id(message), _subscribe_payload(message.get("payload")))
-        if kind == "stop":
-            return Incoming("complete", _operation_id(message))
-        if kind == "connection_init":
-            payload = message.get("payload")
-            if payload is not None and not isinstance(payload, dict):
-                raise ProtocolError(BAD_REQUEST, "Invalid message received: payload must be an object")
-            return Incoming("init", payload=payload or {})
-        if kind == "connection_terminate":
-            return Incoming("terminate")
-        raise ProtocolError(BAD_REQUEST, f"Invalid message received: unknown type {kind[:32]!r}")
+    kinds = {"start": "subscribe", "stop": "complete", "connection_init": "init", "connection_terminate": "terminate"}
 
     def error(self, op_id: str, errors: list[dict[str, Any]]) -> bytes:
         # subscriptions-transport-ws sends one error object; its client also takes a list.

@@ -48,7 +48,7 @@ def build_handler(schema: Any, services: Any) -> GraphQLWebSocket:
     from auth.perimeter import client_address
     from resolvers.context import Context
     from schema.errors import format_errors
-    from schema.limits import document_refusal, limit_rules
+    from schema.limits import LimitCache, document_refusal, limit_rules
 
     settings = services.settings
     suggestions = settings.flag("field_suggestions_enabled")
@@ -75,6 +75,7 @@ def build_handler(schema: Any, services: Any) -> GraphQLWebSocket:
         make_context=make_context,
         format_errors=formatted,
         limit_rules=lambda variables: limit_rules(settings, variables),
+        limit_errors=LimitCache(settings).errors,
         check_sessions=lambda ids: dead_sessions(services, ids),
         client_address=lambda scope: client_address(scope, settings.trusted_proxies),
         refuse_document=document_refusal,

@@ -16,24 +16,45 @@ session check).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from graphql import GraphQLError
+import orjson
+from graphql import GraphQLError, validate
 from starlette.websockets import WebSocket
 
 from errors import Unauthenticated
 from realtime.connection import Connection
 from realtime.events import SESSION_CHANNEL
 from realtime.fanout import Engine
+from realtime.live import SharedReads
 
 log = logging.getLogger("parley.realtime.ws")
 
 Authenticate = Callable[[str], Awaitable[Any]]
 CheckSessions = Callable[[Sequence[int]], Awaitable[set[int]]]
+# (schema, document, query text, variables) -> the operation-limit errors (cached by the caller's side)
+LimitErrors = Callable[[Any, Any, str, dict[str, Any] | None], list[GraphQLError]]
+
+
+AUTH_REUSE_SECONDS = 5.0  # how long one token check admits further sockets with that token
+AUTH_REUSE_MAX = 10_000  # tokens remembered at once
+
+
+def _token_expiry(token: str) -> float | None:
+    """The `exp` claim of a token `authenticate` has just verified (None if unreadable)."""
+    try:
+        segment = token.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        expires = claims.get("exp") if isinstance(claims, dict) else None
+        return float(expires) if isinstance(expires, (int, float)) else None
+    except (IndexError, ValueError, TypeError, orjson.JSONDecodeError):
+        return None
 
 
 def bearer(raw: str) -> str | None:
@@ -54,6 +75,7 @@ class GraphQLWebSocket:
         make_context: Callable[[Any, Any], Any],
         format_errors: Callable[[list[GraphQLError], Any], list[dict[str, Any]]],
         limit_rules: Callable[[dict[str, Any] | None], list[Any]],
+        limit_errors: LimitErrors | None = None,
         check_sessions: CheckSessions | None = None,
         client_address: Callable[[Any], str | None] | None = None,
         refuse_document: Callable[[Any], GraphQLError | None] | None = None,
@@ -67,6 +89,7 @@ class GraphQLWebSocket:
         self._make_context = make_context
         self.format_errors = format_errors
         self.limit_rules = limit_rules
+        self._limit_errors = limit_errors
         self._check_sessions = check_sessions
         self._client_address = client_address
         self.engine = Engine(
@@ -84,6 +107,8 @@ class GraphQLWebSocket:
         self._sweeper: asyncio.Task[None] | None = None
         self._listening = False
         self._closed = False
+        self._admitted = SharedReads()  # token -> (viewer, reusable until): see authenticate()
+        self.auth_reused = 0
 
     # ASGI entry point --------------------------------------------------------------------
 
@@ -164,10 +189,50 @@ class GraphQLWebSocket:
         return client[0] if client else None
 
     async def authenticate(self, raw: str) -> Any:
+        """The viewer for a connection_init's token.
+
+        Sockets presenting the same token within `AUTH_REUSE_SECONDS` (a client's tabs,
+        a reconnect storm) share one check: concurrent inits share the in-flight call,
+        and a success is reused until then (never past the token's own expiry). The
+        reuse is only on while this instance hears revocations (the session channel):
+        a revocation, or a gap on that channel, drops every reused result before it
+        closes the sockets of the revoked sessions, so a revoked session is never
+        admitted from memory. Refusals are never reused.
+        """
         token = bearer(raw)
         if token is None:
             raise Unauthenticated("invalid token")
-        return await self._authenticate(token)
+        if not self._listening or self._closed:
+            return await self._authenticate(token)
+        admitted = self._admitted.peek(token)
+        if admitted is not None:
+            viewer, until = admitted
+            if until > self._loop_time():
+                self.auth_reused += 1
+                return viewer
+            self._admitted.forget(token)
+        if len(self._admitted) >= AUTH_REUSE_MAX:
+            self._admitted.invalidate()  # bounded: start over rather than track ages
+        viewer, _ = await self._admitted.cached(token, lambda: self._admit(token))
+        return viewer
+
+    async def _admit(self, token: str) -> tuple[Any, float]:
+        viewer = await self._authenticate(token)
+        now = self._loop_time()
+        expires = _token_expiry(token)
+        lifetime = AUTH_REUSE_SECONDS if expires is None else min(AUTH_REUSE_SECONDS, expires - time.time())
+        return viewer, now + lifetime
+
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    def limit_errors(self, document: Any, query: str, variables: dict[str, Any] | None) -> list[GraphQLError]:
+        """The operation limits' verdict for a valid document (cached when the wiring
+        gives `limit_errors`; otherwise the rules are built and run each time)."""
+        if self._limit_errors is not None:
+            return self._limit_errors(self.schema, document, query, variables)
+        return list(validate(self.schema, document, self.limit_rules(variables)))
 
     def make_context(self, viewer: Any, connection: Connection | None) -> Any:
         return self._make_context(viewer, connection)
@@ -222,10 +287,12 @@ class GraphQLWebSocket:
 
     def on_event(self, channel: str, event: dict[str, Any]) -> None:
         if event.get("type") == "revoked":
+            self._admitted.invalidate()
             self.revoke(int(sid) for sid in event.get("session_ids") or ())
 
     def on_gap(self, channel: str) -> None:
         """Revocations may have been missed: check every session we hold now."""
+        self._admitted.invalidate()
         if self._check_sessions is not None and not self._closed:
             asyncio.get_running_loop().create_task(self._check_now(), name="realtime-session-check")
 

@@ -158,9 +158,10 @@ async def remove_member(ctx: Context, group_id: int, user_id: int) -> models.Gro
         target = await _target(tx, view, user_id)
         permissions.require_remove(actor, _target_role(target))
         await groups_db.remove_member(tx.session, view.group, target)
+        pos = await _removal_position(tx, view)
         await _notify(ctx, tx, [user_id], "REMOVED_FROM_GROUP", group_id=group_id)
         members = await conversations_db.member_ids(tx.session, view.conversation.id)
-        _publish(ctx, tx, "membership_changed", view.conversation.id, removed=[user_id], member_ids=members)
+        _publish(ctx, tx, "membership_changed", view.conversation.id, removed=[user_id], member_ids=members, pos=pos)
     _prime(ctx, view)
     return view.group
 
@@ -241,8 +242,11 @@ async def leave_group(ctx: Context, group_id: int) -> bool:
             await _delete(ctx, tx, view)
             return True
         await groups_db.remove_member(tx.session, view.group, view.membership)
+        pos = await _removal_position(tx, view)
         members = await conversations_db.member_ids(tx.session, view.conversation.id)
-        _publish(ctx, tx, "membership_changed", view.conversation.id, removed=[viewer.user_id], member_ids=members)
+        _publish(
+            ctx, tx, "membership_changed", view.conversation.id, removed=[viewer.user_id], member_ids=members, pos=pos
+        )
     return True
 
 
@@ -274,8 +278,17 @@ def _target_role(member: models.ConversationMember) -> Role:
 async def _delete(ctx: Context, tx: Transaction, view: groups_db.GroupView) -> None:
     """Soft-delete group and conversation; every member loses the conversation at once."""
     members = await conversations_db.member_ids(tx.session, view.conversation.id)
+    pos = await _removal_position(tx, view)
     await groups_db.soft_delete(tx.session, view.group, view.conversation, datetime.now(UTC))
-    _publish(ctx, tx, "membership_changed", view.conversation.id, removed=members)
+    _publish(ctx, tx, "membership_changed", view.conversation.id, removed=members, pos=pos)
+
+
+async def _removal_position(tx: Transaction, view: groups_db.GroupView) -> int:
+    """A removal takes the conversation's next event position (under its row lock, as
+    messages do), so every instance orders it with the messages: one committed after
+    it has a higher position and is never delivered to the removed member."""
+    _, pos = await conversations_db.advance(tx.session, view.conversation, new_message=False, now=datetime.now(UTC))
+    return pos
 
 
 def _prime(ctx: Context, view: groups_db.GroupView) -> None:

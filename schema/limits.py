@@ -7,6 +7,7 @@ rule sees the variables' page sizes; introspection is refused unless enabled.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from graphql import (
     SelectionSetNode,
     VariableNode,
     get_operation_ast,
+    validate,
 )
 from graphql.validation.validation_context import ASTValidationContext
 from strawberry.extensions import SchemaExtension
@@ -304,3 +306,85 @@ class OperationRateLimit(SchemaExtension):
                     key = client_key(getattr(ctx, "viewer", None), getattr(ctx, "ip_address", None))
                     await limiter.hit("default", key)
         yield
+
+
+class LimitCache:
+    """`limit_rules` verdicts remembered per (query text, page-size variables).
+
+    The limits depend on the document and, for the cost, only on the values of the
+    variables used as `first`/`last` arguments. A WebSocket that subscribes with the
+    same text as thousands of others (a conversation's messageEvents, each with its
+    own conversationId) therefore costs one dictionary lookup instead of building the
+    rule classes and visiting the document. Bounded LRU; the introspection flag is part
+    of the key (it can differ between settings objects, not within one).
+    """
+
+    def __init__(self, settings: Any, size: int = 1024) -> None:
+        self.settings = settings
+        self.size = size
+        self._page_vars: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        self._verdicts: OrderedDict[tuple[Any, ...], list[GraphQLError]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def errors(
+        self, schema: Any, document: DocumentNode, query: str, variables: Mapping[str, Any] | None
+    ) -> list[GraphQLError]:
+        names = self._page_vars.get(query)
+        if names is None:
+            names = _page_variables(document)
+            self._remember(self._page_vars, query, names)
+        values = variables or {}
+        key = (
+            query,
+            tuple(_hashable(values.get(name)) for name in names),
+            self.settings.flag("introspection_enabled"),
+        )
+        found = self._verdicts.get(key)
+        if found is not None:
+            self._verdicts.move_to_end(key)
+            self.hits += 1
+            return found
+        self.misses += 1
+        found = list(validate(schema, document, limit_rules(self.settings, variables)))
+        self._remember(self._verdicts, key, found)
+        return found
+
+    def _remember(self, store: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        if len(key if isinstance(key, str) else key[0]) > MAX_LIMIT_CACHE_QUERY_CHARS:
+            return
+        store[key] = value
+        if len(store) > self.size:
+            store.popitem(last=False)
+
+
+MAX_LIMIT_CACHE_QUERY_CHARS = 32_768
+
+
+def _hashable(value: Any) -> Any:
+    """A page-size variable's value as a cache key part (ints as they are; anything else
+    by its repr with its type, so 1 and "1" differ)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return (type(value).__name__, repr(value))
+
+
+def _page_variables(document: DocumentNode) -> tuple[str, ...]:
+    """Names of the variables passed to a `first`/`last` argument anywhere in `document`."""
+    names: set[str] = set()
+    pending: list[SelectionSetNode] = [
+        d.selection_set
+        for d in document.definitions
+        if isinstance(d, (OperationDefinitionNode, FragmentDefinitionNode))
+    ]
+    while pending:
+        for item in pending.pop().selections:
+            if isinstance(item, FieldNode):
+                for arg in item.arguments or ():
+                    if arg.name.value in PAGE_ARGS and isinstance(arg.value, VariableNode):
+                        names.add(arg.value.name.value)
+                if item.selection_set is not None:
+                    pending.append(item.selection_set)
+            elif isinstance(item, InlineFragmentNode):
+                pending.append(item.selection_set)
+    return tuple(sorted(names))

@@ -16,6 +16,7 @@ subscription selecting any of them gets payloads executed per viewer instead of 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -23,11 +24,10 @@ import strawberry
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from auth.access import access_conversation
 from db import models
 from errors import AppError, BadUserInput, NotFound
-from realtime.events import AUDIT_CHANNEL, PRESENCE_CHANNEL, conversation_channel, user_channel
-from realtime.live import LiveSource
+from realtime.events import AUDIT_CHANNEL, MEMBERSHIP_EVENT, PRESENCE_CHANNEL, conversation_channel, user_channel
+from realtime.live import REPLAY_END, LiveSource
 from resolvers import admin as admin_resolvers
 from resolvers import conversations as conversations_resolvers
 from resolvers import messages as messages_resolvers
@@ -79,6 +79,32 @@ def _not_found() -> AppError:
 # -------------------------------------------------------------------------- queries
 
 
+MEMBERS_KEY = "members"  # ChannelState key of a conversation channel's `Members`
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """Who may follow a conversation, as one read found it (nobody when deleted)."""
+
+    user_ids: frozenset[int]
+    last_event_pos: int
+
+
+async def _conversation_members(ctx: Context, conversation_id: int) -> Members:
+    """One Core statement: the live conversation's event position and its member ids."""
+    c, cm = models.Conversation.__table__, models.ConversationMember.__table__
+    stmt = (
+        select(c.c.last_event_pos, cm.c.user_id)
+        .select_from(c.outerjoin(cm, cm.c.conversation_id == c.c.id))
+        .where(c.c.id == conversation_id, c.c.deleted_at.is_(None))
+    )
+    async with ctx.db.session() as s:
+        rows = (await s.execute(stmt)).all()
+    if not rows:
+        return Members(frozenset(), 0)
+    return Members(frozenset(int(uid) for _, uid in rows if uid is not None), int(rows[0][0]))
+
+
 async def _members_among(ctx: Context, conversation_id: int, user_ids: set[int]) -> set[int]:
     """Which of `user_ids` are members of the (not deleted) conversation."""
     if not user_ids:
@@ -126,9 +152,17 @@ async def _shared_users(ctx: Context, viewer_id: int) -> tuple[set[int], set[int
 
 
 class _ConversationSource(LiveSource):
-    """A stream of one conversation: members only, ended with NOT_FOUND on removal."""
+    """A stream of one conversation: members only, ended with NOT_FOUND on removal.
 
-    control_types = frozenset({"membership"})
+    Access is decided once, in `start()`, which the engine calls once the hub
+    subscription is live (so no change committed after the check can go unseen: its
+    membership event reaches this subscriber's `control()`). The check reads the
+    conversation's members through the channel's `ChannelState`: one Core read per
+    conversation and instance, shared by concurrent subscribers and kept until a
+    membership event (or a gap) arrives on the channel.
+    """
+
+    control_types = frozenset({MEMBERSHIP_EVENT})
     viewer_fields = VIEWER_FIELDS
 
     def __init__(self, conversation_id: int) -> None:
@@ -143,10 +177,33 @@ class _ConversationSource(LiveSource):
     def denied(self) -> AppError:
         return _not_found()
 
-    async def _check(self, ctx: Context) -> models.Conversation:
-        async with ctx.db.session() as s:
-            conversation, _ = await access_conversation(s, ctx.require_viewer(), self.conversation_id)
-        return conversation
+    async def _check(self, ctx: Context) -> int:
+        """NOT_FOUND unless the viewer is a member of the live conversation; the highest
+        event position known committed (from the read or seen on the channel since)."""
+        viewer = ctx.require_viewer()
+        state = self.channel_state
+        if state is None:
+            members = await _conversation_members(ctx, self.conversation_id)
+        else:
+            seen = state.invalidations
+            members = await state.cached(MEMBERS_KEY, lambda: _conversation_members(ctx, self.conversation_id))
+            if state.invalidations == seen:
+                state.cover(members.last_event_pos)
+            if not state.complete():
+                # An event committed after that read has not arrived yet (another
+                # instance may publish a removal late): decide on a fresh read. Kept
+                # only if nothing invalidated it meanwhile; this subscriber is in its
+                # group already, so an event that did is dispatched to it anyway.
+                seen = state.invalidations
+                members = await _conversation_members(ctx, self.conversation_id)
+                if state.invalidations == seen:
+                    state.replace(MEMBERS_KEY, members)
+                    state.cover(members.last_event_pos)
+        if viewer.user_id not in members.user_ids:
+            raise _not_found()
+        if state is not None and state.high_pos is not None:
+            return max(members.last_event_pos, state.high_pos)
+        return members.last_event_pos
 
     async def start(self, ctx: Any) -> int | None:
         await self._check(ctx)
@@ -160,9 +217,9 @@ class MessageEventsSource(_ConversationSource):
     sender_types = frozenset({"Message"})
     sender_carriers = frozenset({("MessageEvent", "message")})
 
-    def __init__(self, conversation_id: int, after: int | None) -> None:
+    def __init__(self, conversation_id: int, after: str | None) -> None:
         super().__init__(conversation_id)
-        self.after = after
+        self.after = after  # the raw cursor: decoded once access is known (NOT_FOUND first)
         self.scope = ("messages", conversation_id)
 
     def variant(self, event: dict[str, Any], viewer: Any) -> bool:
@@ -178,16 +235,30 @@ class MessageEventsSource(_ConversationSource):
         return MessageEvent.from_event(event, ctx)
 
     async def start(self, ctx: Any) -> int | None:
-        conversation = await self._check(ctx)
-        if self.after is not None:
-            if self.after > conversation.last_event_pos:
+        known = self.known_end = await self._check(ctx)
+        if self.after is None:
+            return known
+        after = messages_resolvers.decode_event_cursor(self.after, self.conversation_id)
+        if after > known:  # maybe newer than what we know: ask the database itself
+            known = self.known_end = (await _conversation_members(ctx, self.conversation_id)).last_event_pos
+            if after > known:
                 raise BadUserInput("This cursor is not a position of this conversation", field="after")
-            return self.after
-        return int(conversation.last_event_pos)
+        return after
 
     async def replay(self, ctx: Any, after: int, limit: int) -> list[dict[str, Any]]:
+        """The message events after `after`; when they all fit, then REPLAY_END at the
+        conversation's position, read FIRST: every message up to it is committed before
+        the events are read (positions are taken in commit order), so the positions in
+        between that have no message (membership changes) are skipped safely."""
+        c = models.Conversation.__table__
         async with ctx.db.session() as s:
-            return await messages_resolvers.events_since(s, self.conversation_id, after, limit)
+            end = (
+                await s.execute(select(c.c.last_event_pos).where(c.c.id == self.conversation_id))
+            ).scalar_one_or_none()
+            events = await messages_resolvers.events_since(s, self.conversation_id, after, limit)
+        if end is not None and len(events) < limit:
+            events.append({"type": REPLAY_END, "pos": int(end)})
+        return events
 
     async def still_allowed(self, ctx: Any, user_ids: set[int]) -> set[int]:
         return await _members_among(ctx, self.conversation_id, user_ids)
@@ -363,13 +434,11 @@ def _live(source: LiveSource) -> Any:
     return cast(Any, source)
 
 
-async def _conversation_member(info: strawberry.Info, conversation_id: strawberry.ID) -> int:
-    ctx: Context = info.context
-    viewer = ctx.require_viewer()
-    cid = ids.decode("Conversation", conversation_id, field="conversationId")
-    async with ctx.db.session() as s:
-        await access_conversation(s, viewer, cid)
-    return cid
+def _conversation_id(info: strawberry.Info, conversation_id: strawberry.ID) -> int:
+    """The decoded id (NOT_FOUND when it is not a conversation's). Membership is checked
+    by the source's `start()`, once the hub subscription is live (see `_ConversationSource`)."""
+    info.context.require_viewer()
+    return ids.decode("Conversation", conversation_id, field="conversationId")
 
 
 @strawberry.type
@@ -383,22 +452,21 @@ class Subscription:
     async def message_events(
         self, info: strawberry.Info, conversation_id: strawberry.ID, after: str | None = strawberry.UNSET
     ) -> AsyncIterator[MessageEventType]:
-        cid = await _conversation_member(info, conversation_id)
-        position = messages_resolvers.decode_event_cursor(after, cid) if after else None
-        return _live(MessageEventsSource(cid, position))
+        cid = _conversation_id(info, conversation_id)
+        return _live(MessageEventsSource(cid, after or None))
 
     @strawberry.subscription(
         description="Typing of the other members; each typing state ends by itself (isTyping false) after the "
         "expiry unless renewed. Repeats of the same state within 2 s are merged, never refused."
     )
     async def typing(self, info: strawberry.Info, conversation_id: strawberry.ID) -> AsyncIterator[TypingEventType]:
-        return _live(TypingSource(await _conversation_member(info, conversation_id)))
+        return _live(TypingSource(_conversation_id(info, conversation_id)))
 
     @strawberry.subscription
     async def read_state_changed(
         self, info: strawberry.Info, conversation_id: strawberry.ID
     ) -> AsyncIterator[ReadStateType]:
-        return _live(ReadStateSource(await _conversation_member(info, conversation_id)))
+        return _live(ReadStateSource(_conversation_id(info, conversation_id)))
 
     @strawberry.subscription(
         description="Each of the viewer's conversations as it changes: new last message, unread count, title, "

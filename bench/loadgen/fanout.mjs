@@ -827,6 +827,9 @@ async function masterMain() {
     // ---- settle: wait until no frame arrived for ~0.5 s (late probe deliveries)
     await settleFrames();
     const afterSub = serverSample(cfg);
+    // server CPU spent connecting + subscribing (includes the probes' fan-out)
+    out.connect.server_cpu_s = +((afterSub.cpuUs - before.cpuUs) / 1e6).toFixed(3);
+    out.connect.server_cpu_ms_per_socket = cfg.sockets ? +((afterSub.cpuUs - before.cpuUs) / 1e3 / cfg.sockets).toFixed(3) : null;
     log(`${cfg.label}: ${probedCount}/${acked} subscribed after ${out.connect.subscribed_s}s (${probes} probes); sending ${cfg.messages} messages`);
     // ---- warm-up: a few unmeasured messages (JIT warm-up for Node, caches for everyone)
     out.phase = 'warmup';

@@ -98,7 +98,8 @@ async def test_removed_member_is_notified_announced_and_loses_access_at_once(app
     assert data["removeGroupMember"]["memberCount"] == 2
     assert await notifications_of(app, member.id) == [("REMOVED_FROM_GROUP", admin.id, seeded.group_id, None)]
     assert [e for _, e in hub.of_type("membership")] == [
-        {"type": "membership", "conversation_id": seeded.conversation_id, "added": [], "removed": [member.id]}
+        {"type": "membership", "conversation_id": seeded.conversation_id, "added": [], "removed": [member.id],
+         "pos": 1}  # the removal takes the conversation's next event position (no message yet)
     ]
     removed = [(channel_user(c), e["conversation_id"]) for c, e in hub.of_type("conversation_removed")]
     assert removed == [(member.id, seeded.conversation_id)]
