@@ -390,6 +390,13 @@ class Connection:
         """Send or queue a data frame; False (frame dropped) when over the send limits."""
         if self.closing:
             return True  # ending anyway; not the subscriber's fault
+        direct = self._direct
+        if direct is not None and self._drain is None:  # the common case, written in place
+            if direct.write_buffer_size() + len(frame) > self.settings.ws_send_high_water_bytes:
+                return False  # the kernel is not taking this socket's frames: shed it, never buffer unbounded
+            if not self._broken:
+                direct.write_text(frame)  # False: closing; the receive loop sees the disconnect
+            return True
         if self._drain is not None and (
             len(self._outbox) >= self.settings.ws_send_queue_limit
             or self._outbox_bytes + len(frame) > self.settings.ws_send_high_water_bytes

@@ -146,6 +146,8 @@ class Group:
         positioned = source.positioned
         pos = source.position(event) if positioned else 0
         cache: dict[Hashable, bytes | None] = {}
+        variants = self.variants
+        send = self.engine.send
         sent = 0
         for sub in self.snapshot():
             if not sub.active:
@@ -170,8 +172,10 @@ class Group:
             if sub.held is not None:
                 sub.held.append(event)
                 continue
+            # the cache lookup inline: after the group's first subscriber every lookup hits
+            found = cache.get(source.variant(event, sub.viewer) if variants else None, _MISSING)
             try:
-                payload = await self._payload_for(cache, event, sub)
+                payload = await self._payload_for(cache, event, sub) if found is _MISSING else found
             except Exception:
                 # Never leave subscribers silently behind: positioned ones re-read from
                 # the database, the others are asked to resume.
@@ -184,7 +188,7 @@ class Group:
                 if sub.filling or sub.pos != pos - 1:
                     continue  # changed state while we executed
                 sub.pos = pos
-            self.engine.send(sub, payload)
+            send(sub, payload)
             sent += 1
             if sent % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
