@@ -88,7 +88,7 @@ _PRIVATE = {"password_hash"}
 
 def row_to_dict(row: models.Base) -> dict[str, Any]:
     """A row as JSON-able data (datetimes as ISO 8601 strings, secrets left out)."""
-    cols = _COLUMNS.setdefault(type(row), _columns(type(row)))
+    cols = _COLUMNS.get(type(row)) or _COLUMNS.setdefault(type(row), _columns(type(row)))
     out: dict[str, Any] = {}
     for key, is_dt in cols:
         if key in _PRIVATE:
@@ -100,7 +100,7 @@ def row_to_dict(row: models.Base) -> dict[str, Any]:
 
 def row_from_dict(model: type[Any], data: dict[str, Any]) -> Any:
     """The transient row `row_to_dict` described (never added to a session)."""
-    cols = _COLUMNS.setdefault(model, _columns(model))
+    cols = _COLUMNS.get(model) or _COLUMNS.setdefault(model, _columns(model))
     kwargs: dict[str, Any] = {}
     for key, is_dt in cols:
         if key in data:
