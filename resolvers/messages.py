@@ -317,9 +317,10 @@ async def _append(
     ctx: Context, conversation_id: int, text: str, client_id: str | None, attachment_ids: Sequence[int]
 ) -> dict[str, Any]:
     """The write path (see the module docstring), in Core statements on the transaction's
-    connection. A plain group message costs five: the locked read of conversation,
-    membership and sender; INSERT message; UPDATE conversation (counters, activity, last
-    message; returns the member ids); INSERT event; UPDATE read position."""
+    connection: the locked read of conversation, membership and sender, then
+    `append_message` (INSERT message, UPDATE conversation: counters, activity, last
+    message, returning the member ids; INSERT event; UPDATE read position), which is
+    four statements on SQLite and one on PostgreSQL."""
     viewer = ctx.require_viewer()
     publish = events(ctx)
     async with transaction(ctx.db) as tx:
@@ -330,15 +331,11 @@ async def _append(
             raise NotFound("Conversation not found")
         now = utcnow()
         seq, pos = target.last_seq + 1, target.last_event_pos + 1
-        message_id = await messages_db.insert_message(
-            conn, conversation_id=conversation_id, seq=seq, sender_id=viewer.user_id, body=text,
-            client_message_id=client_id, now=now,
+        message_id, read_advanced, member_ids, hidden_ids = await messages_db.append_message(
+            conn, conversation_id=conversation_id, member_id=target.member_id, seq=seq, pos=pos,
+            sender_id=viewer.user_id, body=text, client_message_id=client_id, now=now,
         )
-        member_ids, hidden_ids = await messages_db.record_message(
-            conn, conversation_id, seq=seq, pos=pos, message_id=message_id, now=now
-        )
-        await messages_db.insert_event(conn, conversation_id, pos, "ADDED", message_id, now)
-        if await messages_db.advance_read_of(conn, target.member_id, seq, message_id, now):
+        if read_advanced:
             read_state = {"last_read_seq": seq, "last_read_message_id": message_id, "read_at": now.isoformat()}
         else:  # already past seq: cannot happen under the lock, kept for the invariant's sake
             read_state = {"last_read_seq": target.last_read_seq, "last_read_message_id": target.last_read_message_id,
