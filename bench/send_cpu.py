@@ -34,6 +34,7 @@ SEND = (
     "{ id body createdAt clientMessageId sender { id username } } }"
 )
 ME = "query { me { id username } }"
+TYPENAME = "query { __typename }"
 
 
 async def call(app: Any, body: bytes, token: str) -> dict[str, Any]:
@@ -112,6 +113,8 @@ async def main(a: argparse.Namespace) -> None:
         def body(i: int) -> bytes:
             if a.query == "me":
                 return orjson.dumps({"query": ME})
+            if a.query == "typename":
+                return orjson.dumps({"query": TYPENAME})
             return orjson.dumps({"query": SEND, "variables": {"i": {
                 "conversationId": group.gid, "body": f"message {i}", "clientMessageId": f"c{run}-{i}"}}})
 
@@ -150,7 +153,7 @@ if __name__ == "__main__":
     p.add_argument("--broadcast-url", default=None)
     p.add_argument("--rate-limit", action="store_true")
     p.add_argument("--profile", default=None)
-    p.add_argument("--query", choices=["send", "me"], default="send")
+    p.add_argument("--query", choices=["send", "me", "typename"], default="send")
     args = p.parse_args()
     try:
         import uvloop
