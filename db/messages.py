@@ -21,6 +21,7 @@ from sqlalchemy import (
     ColumnElement,
     Row,
     String,
+    Table,
     bindparam,
     cast,
     delete,
@@ -217,12 +218,16 @@ async def erase(session: AsyncSession, message: models.Message, now: datetime) -
 
 # ------------------------------------------------------- the append path (Core)
 
-_MT = models.Message.__table__
-_ET = models.MessageEvent.__table__
-_MMT = models.MessageMention.__table__
-_CT = models.Conversation.__table__
-_CMT = models.ConversationMember.__table__
-_UT = models.User.__table__
+def _table(model: type[models.Base]) -> Table:
+    return model.__table__  # type: ignore[return-value]  # declared as FromClause
+
+
+_MT = _table(models.Message)
+_ET = _table(models.MessageEvent)
+_MMT = _table(models.MessageMention)
+_CT = _table(models.Conversation)
+_CMT = _table(models.ConversationMember)
+_UT = _table(models.User)
 
 # The sender's public columns (what a snapshot's "sender" holds), labelled "u_<key>".
 SENDER_COLUMNS = [c.key for c in _UT.c if c.key != "password_hash"]
@@ -288,7 +293,7 @@ _RECORD: dict[str, Any] = {}
 def _record_stmt(dialect: str) -> Any:
     stmt = _RECORD.get(dialect)
     if stmt is None:
-        cid = bindparam("p_cid")
+        cid: Any = bindparam("p_cid")
         members = select(_id_list(dialect, _CMT.c.user_id)).where(_CMT.c.conversation_id == cid)
         hidden = members.where(_CMT.c.hidden.is_(True))
         stmt = _RECORD[dialect] = (

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db import models
@@ -53,7 +53,8 @@ async def add_many(
     return rows
 
 
-_INSERT_RETURNING = insert(N.__table__).returning(N.__table__.c.user_id, N.__table__.c.id)
+_NT: Table = N.__table__  # type: ignore[assignment]  # declared as FromClause
+_INSERT_RETURNING = insert(_NT).returning(_NT.c.user_id, _NT.c.id)
 
 
 async def add_core(
