@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db import models
 
@@ -51,6 +51,32 @@ async def add_many(
     session.add_all(rows)
     await session.flush()
     return rows
+
+
+_NT: Table = N.__table__  # type: ignore[assignment]  # declared as FromClause
+_INSERT_RETURNING = insert(_NT).returning(_NT.c.user_id, _NT.c.id)
+
+
+async def add_core(
+    conn: AsyncConnection, user_ids: Sequence[int], kind: str, actor_id: int | None, *,
+    conversation_id: int | None = None, message_id: int | None = None, group_id: int | None = None,
+    now: datetime,
+) -> list[tuple[int, int]]:
+    """One notification per user in one INSERT ... RETURNING on a Core connection (no
+    ORM rows); returns (user id, notification id) pairs in `user_ids` order."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown notification kind {kind!r}")
+    if not user_ids:
+        return []
+    values = [
+        {"user_id": uid, "kind": kind, "actor_id": actor_id, "conversation_id": conversation_id,
+         "message_id": message_id, "group_id": group_id, "created_at": now}
+        for uid in user_ids
+    ]
+    stmt = _INSERT_RETURNING.values(values) if len(values) > 1 else _INSERT_RETURNING
+    rows = (await conn.execute(stmt) if len(values) > 1 else await conn.execute(stmt, values[0])).all()
+    ids = {int(user_id): int(nid) for user_id, nid in rows}
+    return [(uid, ids[uid]) for uid in user_ids]
 
 
 async def page(

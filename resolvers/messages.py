@@ -27,18 +27,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from auth import audit, permissions
-from auth.access import access_conversation, access_message
+from auth.access import access_message
 from db import conversations as conversations_db
 from db import message_pages, models
 from db import messages as messages_db
 from db.engine import Transaction, transaction
 from db.messages import Window
-from errors import BadUserInput, Conflict, Forbidden
+from errors import BadUserInput, Conflict, Forbidden, NotFound
 from resolvers import attachments as attachments_resolvers
 from resolvers import notifications
 from resolvers.accounts import rate_limit
 from resolvers.context import Context
-from resolvers.conversations import events, read_state_payload, require_member, user_by_id, utcnow
+from resolvers.conversations import events, require_member, user_by_id, utcnow
 
 MAX_MENTIONS = 50  # per message; also the cost estimate in schema/limits.py
 MAX_EDIT_HISTORY = 50  # earlier bodies returned (the newest 50, oldest first)
@@ -88,7 +88,7 @@ _PRIVATE = {"password_hash"}
 
 def row_to_dict(row: models.Base) -> dict[str, Any]:
     """A row as JSON-able data (datetimes as ISO 8601 strings, secrets left out)."""
-    cols = _COLUMNS.setdefault(type(row), _columns(type(row)))
+    cols = _COLUMNS.get(type(row)) or _COLUMNS.setdefault(type(row), _columns(type(row)))
     out: dict[str, Any] = {}
     for key, is_dt in cols:
         if key in _PRIVATE:
@@ -100,7 +100,7 @@ def row_to_dict(row: models.Base) -> dict[str, Any]:
 
 def row_from_dict(model: type[Any], data: dict[str, Any]) -> Any:
     """The transient row `row_to_dict` described (never added to a session)."""
-    cols = _COLUMNS.setdefault(model, _columns(model))
+    cols = _COLUMNS.get(model) or _COLUMNS.setdefault(model, _columns(model))
     kwargs: dict[str, Any] = {}
     for key, is_dt in cols:
         if key in data:
@@ -292,9 +292,10 @@ async def send_message(
     attachment_ids: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Append a message; returns its snapshot. With `client_message_id`, a retry returns
-    the first message: sequentially through the lookup, concurrently because the
-    second insert fails on the unique key and its whole transaction (counters
-    included) rolls back before we fetch the winner."""
+    the first message: the retry's insert fails on the unique key (whether the first
+    one committed long ago or a moment ago in a concurrent request), its whole
+    transaction (counters included) rolls back, nothing is published, and the first
+    message is fetched."""
     viewer = ctx.require_viewer()
     text = clean_body(ctx, body)
     client_id = clean_client_message_id(client_message_id)
@@ -314,66 +315,79 @@ async def send_message(
 async def _append(
     ctx: Context, conversation_id: int, text: str, client_id: str | None, attachment_ids: Sequence[int]
 ) -> dict[str, Any]:
+    """The write path (see the module docstring), in Core statements on the transaction's
+    connection: the locked read of conversation, membership and sender, then
+    `append_message` (INSERT message, UPDATE conversation: counters, activity, last
+    message, returning the member ids; INSERT event; UPDATE read position), which is
+    four statements on SQLite and one on PostgreSQL."""
     viewer = ctx.require_viewer()
     publish = events(ctx)
     async with transaction(ctx.db) as tx:
         s = tx.session
-        conversation, member = await access_conversation(s, viewer, conversation_id)
-        if client_id is not None:
-            existing = await messages_db.by_client_id(s, conversation.id, viewer.user_id, client_id)
-            if existing is not None:
-                return await snapshot(s, existing)
+        conn = await s.connection()
+        target = await messages_db.append_target(conn, conversation_id, viewer.user_id)
+        if target is None:
+            raise NotFound("Conversation not found")
         now = utcnow()
-        seq, pos = await conversations_db.advance(s, conversation, new_message=True, now=now)
-        message = await messages_db.insert(
-            s, conversation_id=conversation.id, seq=seq, sender_id=viewer.user_id, body=text,
-            client_message_id=client_id, now=now,
+        seq, pos = target.last_seq + 1, target.last_event_pos + 1
+        message_id, read_advanced, member_ids, hidden_ids = await messages_db.append_message(
+            conn, conversation_id=conversation_id, member_id=target.member_id, seq=seq, pos=pos,
+            sender_id=viewer.user_id, body=text, client_message_id=client_id, now=now,
         )
-        await conversations_db.set_last_message(s, conversation, message.id)
-        messages_db.add_event(s, conversation.id, pos, "ADDED", message.id, now)
-        await conversations_db.advance_read(s, member, seq, message.id, now)
-        if conversation.kind == "DIRECT":
-            await conversations_db.unhide(s, conversation.id)
-        mentioned = await _mentioned_members(s, conversation.id, text)
-        s.add_all([models.MessageMention(message_id=message.id, user_id=u.id) for u in mentioned])
+        if read_advanced:
+            read_state = {"last_read_seq": seq, "last_read_message_id": message_id, "read_at": now.isoformat()}
+        else:  # already past seq: cannot happen under the lock, kept for the invariant's sake
+            read_state = {"last_read_seq": target.last_read_seq, "last_read_message_id": target.last_read_message_id,
+                          "read_at": target.read_at.isoformat() if target.read_at else None}
+        direct = target.kind == "DIRECT"
+        if direct and hidden_ids:
+            await conversations_db.unhide(s, conversation_id)
+        mentioned = await _mentioned_members(s, conversation_id, text) if "@" in text else []
+        await messages_db.insert_mentions(conn, message_id, [u.id for u in mentioned])
         attachments = (
-            await attachments_resolvers.attach_to_message(tx, ctx, conversation.id, message.id, attachment_ids)
+            await attachments_resolvers.attach_to_message(tx, ctx, conversation_id, message_id, attachment_ids)
             if attachment_ids else []
         )
-        member_ids = await conversations_db.member_ids(s, conversation.id)
-        await _notify_new(tx, ctx, conversation, message, member_ids, [u.id for u in mentioned])
-        sender = await s.get(models.User, viewer.user_id)
-        assert sender is not None
-        snap = build_snapshot(message, sender, attachments, mentioned, [])
-        tx.after_commit(publish.message_event, conversation.id, pos, "ADDED", snap)
-        tx.after_commit(publish.read_state, conversation.id, viewer.user_id, read_state_payload(member))
-        tx.after_commit(publish.conversations_updated, member_ids, conversation.id)
+        if direct:  # DIRECT_MESSAGE for the other member (it already tells a mentioned one)
+            notified = [uid for uid in member_ids if uid != viewer.user_id]
+            await notifications.notify_users(tx, ctx, notified, "DIRECT_MESSAGE", viewer.user_id,
+                                             conversation_id=conversation_id, message_id=message_id, now=now)
+        else:  # MENTION for each mentioned member of a group but the sender
+            notified = [u.id for u in mentioned if u.id != viewer.user_id]
+            await notifications.notify_users(tx, ctx, notified, "MENTION", viewer.user_id,
+                                             conversation_id=conversation_id, message_id=message_id, now=now)
+        snap = {
+            "message": {
+                "id": message_id, "conversation_id": conversation_id, "seq": seq, "sender_id": viewer.user_id,
+                "body": text, "client_message_id": client_id, "created_at": now.isoformat(), "edited_at": None,
+                "deleted_at": None,
+            },
+            "sender": _sender_dict(target),
+            "attachments": [row_to_dict(a) for a in attachments],
+            "mentions": [row_to_dict(u) for u in mentioned],
+            "edits": [],
+        }
+        tx.after_commit(publish.message_event, conversation_id, pos, "ADDED", snap)
+        tx.after_commit(publish.read_state, conversation_id, viewer.user_id, read_state)
+        tx.after_commit(publish.conversations_updated, member_ids, conversation_id)
         typing = ctx.services.typing
         if typing is not None:  # sending a message ends the sender's typing state
-            tx.after_commit(typing.message_sent, conversation.id, viewer.user_id)
+            tx.after_commit(typing.message_sent, conversation_id, viewer.user_id)
     return snap
 
 
-async def _notify_new(
-    tx: Transaction, ctx: Context, conversation: models.Conversation, message: models.Message,
-    member_ids: Sequence[int], mentioned_ids: Sequence[int],
-) -> None:
-    """DIRECT_MESSAGE for the other member of a direct conversation; MENTION for each
-    mentioned member of a group conversation but the sender (in a direct conversation
-    the DIRECT_MESSAGE already tells the only possible mentioned member)."""
-    sender_id = message.sender_id
-    if conversation.kind == "DIRECT":
-        for uid in member_ids:
-            if uid != sender_id:
-                await notifications.notify(
-                    tx, ctx, uid, "DIRECT_MESSAGE", sender_id, conversation_id=conversation.id, message_id=message.id
-                )
-        return
-    for uid in mentioned_ids:
-        if uid != sender_id:
-            await notifications.notify(
-                tx, ctx, uid, "MENTION", sender_id, conversation_id=conversation.id, message_id=message.id
-            )
+_SENDER_DATETIMES = {key for key, is_dt in _columns(models.User) if is_dt}
+_SENDER_KEYS = [(key, f"u_{key}", key in _SENDER_DATETIMES) for key in messages_db.SENDER_COLUMNS]
+
+
+def _sender_dict(target: Any) -> dict[str, Any]:
+    """The "sender" of a snapshot (what `row_to_dict(user)` gives) from `append_target`'s row."""
+    mapping = target._mapping
+    out: dict[str, Any] = {}
+    for key, label, is_dt in _SENDER_KEYS:
+        value = mapping[label]
+        out[key] = value.isoformat() if is_dt and value is not None else value
+    return out
 
 
 async def edit_message(ctx: Context, message_id: int, body: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ is written there and `notification_added` goes out after COMMIT.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from db import models
 from db import notifications as notifications_db
@@ -38,6 +39,23 @@ async def notify_many(
     if rows:
         tx.after_commit(events(ctx).notifications_added, [(row.user_id, row.id) for row in rows])
     return rows
+
+
+async def notify_users(
+    tx: Transaction, ctx: Context, user_ids: Sequence[int], kind: str, actor_id: int | None, *,
+    conversation_id: int | None = None, message_id: int | None = None, now: datetime,
+) -> list[int]:
+    """`notify_many` for the hot write path (sendMessage): one Core INSERT ... RETURNING
+    on the transaction's connection, no ORM rows; returns the notification ids.
+    `user_ids` must be distinct."""
+    if not user_ids:
+        return []
+    conn = await tx.session.connection()
+    pairs = await notifications_db.add_core(
+        conn, user_ids, kind, actor_id, conversation_id=conversation_id, message_id=message_id, now=now
+    )
+    tx.after_commit(events(ctx).notifications_added, pairs)
+    return [nid for _, nid in pairs]
 
 
 async def notification_by_id(ctx: Context, ids: Sequence[int]) -> list[models.Notification | None]:

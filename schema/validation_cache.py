@@ -18,6 +18,16 @@ cost of the mutation, for a result that depends only on the query text and the s
 
 A document seen before therefore costs one visit with the limit rules instead of one
 with ~35 rules. The errors reported for any document are the same as without the cache.
+
+Two more memos, same bounds (successes only, texts up to `MAX_QUERY_CHARS`):
+
+- parsing (`on_parse`): the parsed document of a query text (and parse options, i.e.
+  the token limit). graphql-core never mutates a DocumentNode, so requests share it;
+- the limit rules' verdict: those rules (`schema.limits.limit_rules`) read the document,
+  the settings (fixed per schema) and nothing else but the values of the variables
+  given to page arguments (`first` / `last`, the cost rule). A pass is remembered per
+  (query, the limit rules' names, those values), so `sendMessage`, whose variables
+  change on every call but feed no page argument, is checked once per query text.
 """
 from __future__ import annotations
 
@@ -25,7 +35,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import specified_rules, validate
+from graphql import DocumentNode, FieldNode, GraphQLError, VariableNode, parse, specified_rules, validate
+from graphql.language import Visitor, visit
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
@@ -35,10 +46,59 @@ STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)  # what v
 MAX_ENTRIES = 1024
 MAX_QUERY_CHARS = 32_768
 
-_passed: OrderedDict[tuple[Any, ...], None] = OrderedDict()  # (schema id, query, static rules) -> passed
+PAGE_ARGS = ("first", "last")  # as schema.limits.PAGE_ARGS (the cost rule's variable inputs)
+
+# (schema id, query, static rules) -> names of the variables given to page arguments
+_passed: OrderedDict[tuple[Any, ...], tuple[str, ...]] = OrderedDict()
+# (static key, limit rule names, page variable values) -> passed
+_limits_passed: OrderedDict[tuple[Any, ...], None] = OrderedDict()
+_parsed: OrderedDict[tuple[Any, ...], DocumentNode] = OrderedDict()
+
+
+def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+    cache[key] = value
+    if len(cache) > MAX_ENTRIES:
+        cache.popitem(last=False)
+
+
+class _PageVariables(Visitor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, None] = {}
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        for arg in node.arguments or ():
+            if arg.name.value in PAGE_ARGS and isinstance(arg.value, VariableNode):
+                self.names[arg.value.name.value] = None
+
+
+def page_variables(document: DocumentNode) -> tuple[str, ...]:
+    """Names of the variables passed to `first` / `last` anywhere in the document."""
+    visitor = _PageVariables()
+    visit(document, visitor)
+    return tuple(visitor.names)
 
 
 class CachedValidation(SchemaExtension):
+    def on_parse(self) -> Iterator[None]:
+        ctx = self.execution_context
+        query = ctx.query
+        if ctx.graphql_document is None and isinstance(query, str) and len(query) <= MAX_QUERY_CHARS:
+            options = ctx.parse_options
+            key = (query, tuple(sorted(options.items()))) if options else (query,)
+            document = _parsed.get(key)
+            if document is None:
+                try:
+                    document = parse(query, **options)
+                except GraphQLError:
+                    document = None  # left unset: Strawberry parses again and reports the error
+                else:
+                    _remember(_parsed, key, document)
+            else:
+                _parsed.move_to_end(key)
+            ctx.graphql_document = document  # Strawberry parses only when this is unset
+        yield
+
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
         query = ctx.query
@@ -55,14 +115,32 @@ class CachedValidation(SchemaExtension):
             dynamic = tuple(r for r in rules if r not in STATIC_RULES)
             schema = ctx.schema._schema
             key = (id(schema), query, static)
-            if key in _passed:
+            page_vars = _passed.get(key)
+            if page_vars is not None:
                 _passed.move_to_end(key)
-                errors = validate(schema, document, dynamic) if dynamic else []
+                errors = self._limits(key, page_vars, schema, document, dynamic) if dynamic else []
             else:
                 errors = validate(schema, document, (*rules, *STRAWBERRY_RULES))
                 if not errors:
-                    _passed[key] = None
-                    if len(_passed) > MAX_ENTRIES:
-                        _passed.popitem(last=False)
+                    _remember(_passed, key, page_variables(document))
             ctx.pre_execution_errors = list(errors)  # set (even empty): Strawberry skips its own run
         yield
+
+    def _limits(
+        self, key: tuple[Any, ...], page_vars: tuple[str, ...], schema: Any, document: DocumentNode,
+        dynamic: tuple[Any, ...],
+    ) -> list[Any]:
+        variables = self.execution_context.variables or {}
+        values = tuple((type(v).__name__, v) for v in (variables.get(name) for name in page_vars))
+        try:
+            limits_key = (key, tuple(r.__qualname__ for r in dynamic), values)
+            hash(limits_key)
+        except TypeError:  # an unhashable page value (a list...): just validate
+            return list(validate(schema, document, dynamic))
+        if limits_key in _limits_passed:
+            _limits_passed.move_to_end(limits_key)
+            return []
+        errors = list(validate(schema, document, dynamic))
+        if not errors:
+            _remember(_limits_passed, limits_key, None)
+        return errors
