@@ -182,6 +182,10 @@ class Engine:
         if sub.sink.push(sub.prefix + payload + b"}"):
             self.deliveries += 1
             return
+        self.shed(sub)
+
+    def shed(self, sub: Subscriber) -> None:
+        """`sub`'s socket did not take a frame (over its send limits): end it."""
         self.ended_slow += 1
         self.end(sub, ResumeRequired("Subscription fell behind; resubscribe with your last cursor"))
 

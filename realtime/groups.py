@@ -147,7 +147,8 @@ class Group:
         pos = source.position(event) if positioned else 0
         cache: dict[Hashable, bytes | None] = {}
         variants = self.variants
-        send = self.engine.send
+        engine = self.engine
+        frames: dict[bytes, bytes] = {}  # one payload (no variants): the frame per operation-id prefix
         sent = 0
         for sub in self.snapshot():
             if not sub.active:
@@ -180,6 +181,7 @@ class Group:
                 # Never leave subscribers silently behind: positioned ones re-read from
                 # the database, the others are asked to resume.
                 log.exception("executing a subscription event failed")
+                engine.deliveries += sent
                 self.on_gap()
                 return
             if payload is None or not sub.active:
@@ -188,10 +190,22 @@ class Group:
                 if sub.filling or sub.pos != pos - 1:
                     continue  # changed state while we executed
                 sub.pos = pos
-            send(sub, payload)
+            prefix = sub.prefix
+            if variants:
+                frame = prefix + payload + b"}"
+            else:
+                frame = frames.get(prefix)  # clients mostly number their operations alike
+                if frame is None:
+                    frame = frames[prefix] = prefix + payload + b"}"
+            if not sub.sink.push(frame):
+                engine.shed(sub)
+                continue
             sent += 1
             if sent % YIELD_EVERY == 0:
+                engine.deliveries += sent
+                sent = 0
                 await asyncio.sleep(0)
+        engine.deliveries += sent
 
     def _passed(self, sub: Subscriber, pos: int) -> None:
         """A positioned control event (a membership change) took position `pos`: it
