@@ -6,9 +6,13 @@ get signed-in users quickly. Rows go through the same models and the same token 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from sqlalchemy import event
 
 from auth import tokens
 from db import models
@@ -105,3 +109,24 @@ async def make_group(app: Any, owner: TestUser, members: dict[str, list[TestUser
         s.add_all([models.ConversationMember(conversation_id=conversation.id, user_id=uid, role=role, joined_at=now)
                    for uid, role in roles])
     return GroupChat(group.id, conversation.id)
+
+
+_TRANSACTION_CONTROL = {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}
+
+
+@contextmanager
+def recorded_statements(db: Any) -> Iterator[list[str]]:
+    """The SQL statements sent through `db` (a db.engine.Database) meanwhile, without
+    transaction control (BEGIN/COMMIT/ROLLBACK)."""
+    engine = db.engine.sync_engine
+    seen: list[str] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.strip().upper() not in _TRANSACTION_CONTROL:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", before)

@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from db import models
 from realtime.events import Publisher
 from schema import ids
-from tests.factories import GroupChat, TestUser, make_group  # noqa: F401 (re-exported for the chat tests)
+from tests.factories import GroupChat, TestUser, make_group, recorded_statements  # noqa: F401 (re-exported for the chat tests)
 
 
 class RecordingHub:
@@ -54,21 +54,12 @@ class StatementCounter:
 
 @pytest.fixture
 def count_statements(app: Any) -> Any:
-    engine = app.state.parley.services.db.engine.sync_engine
+    db = app.state.parley.services.db
 
     @contextmanager
     def counting() -> Iterator[StatementCounter]:
-        counter = StatementCounter()
-
-        def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if statement.strip().upper() not in {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}:
-                counter.statements.append(statement)
-
-        event.listen(engine, "before_cursor_execute", before)
-        try:
-            yield counter
-        finally:
-            event.remove(engine, "before_cursor_execute", before)
+        with recorded_statements(db) as seen:
+            yield StatementCounter(seen)
 
     return counting
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import func, insert, select
 
 from db import models
 from realtime.events import Publisher
 from schema import ids
-from tests.factories import TestUser, _hash, create_user
+from tests.factories import TestUser, _hash, create_user, recorded_statements
 
 # ---- GraphQL documents -------------------------------------------------------------------
 GROUP_FIELDS = "id name description visibility memberCount viewerRole owner { id } createdAt"
@@ -209,17 +209,5 @@ async def notifications_of(app: Any, user_id: int) -> list[tuple[str, int | None
 
 
 # ---- statement counting ----------------------------------------------------------------------
-@contextmanager
-def count_statements(app: Any) -> Iterator[list[str]]:
-    engine = app.state.parley.services.db.engine.sync_engine
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.strip().upper() not in {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
+def count_statements(app: Any) -> Any:
+    return recorded_statements(app.state.parley.services.db)

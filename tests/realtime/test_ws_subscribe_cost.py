@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from tests import factories
 from tests.realtime import wsclient
@@ -41,20 +38,8 @@ EVENTS = (
 TYPING = "subscription($c: ID!) { typing(conversationId: $c) { isTyping } }"
 
 
-@contextmanager
-def statements(server: LiveServer) -> Iterator[list[str]]:
-    engine = server.services.db.engine.sync_engine
-    seen: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.strip().upper() not in {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}:
-            seen.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
+def statements(server: LiveServer) -> Any:
+    return factories.recorded_statements(server.services.db)
 
 
 async def group(server: LiveServer, owner: factories.TestUser, *members: factories.TestUser) -> dict[str, Any]:
