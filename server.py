@@ -33,6 +33,7 @@ from auth.perimeter import GRAPHIQL_CSP, SecurityHeaders, client_address
 from db.engine import Database, create_database
 from db.migrate import upgrade
 from errors import AppError, BadUserInput, PayloadTooLarge, RateLimited
+from realtime.groups import PRESSURE
 from realtime.transport import WebSocketShortcut
 from resolvers.context import Context, Services
 from schema import ParleySchema, build_schema, export_sdl
@@ -102,9 +103,13 @@ class GraphQLHTTP:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        response = await self.handle(request)
-        await response(scope, receive, send)
+        PRESSURE.requests += 1  # the fan-out takes shorter slices meanwhile (realtime/groups.py)
+        try:
+            request = Request(scope, receive)
+            response = await self.handle(request)
+            await response(scope, receive, send)
+        finally:
+            PRESSURE.requests -= 1
 
     async def handle(self, request: Request) -> Response:
         state = self.state

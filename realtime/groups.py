@@ -31,6 +31,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("parley.realtime")
 
 YIELD_EVERY = 128  # sends between yields to the event loop
+YIELD_EVERY_BUSY = 16  # ... while HTTP requests are in flight (see `Pressure`)
+
+
+class Pressure:
+    """HTTP requests in flight in this process (server.py counts them). A request needs
+    several loop turns (each database or Redis round trip is one), and each turn waits
+    for one fan-out slice: while any is in flight the fan-out takes shorter slices."""
+
+    requests = 0
+
+
+PRESSURE = Pressure()
+
+
+async def _pause() -> None:
+    """One turn of the event loop in the middle of a fan-out."""
+    await asyncio.sleep(0)
 MAX_FEED_BACKLOG = 10_000  # queued events per channel before the backlog becomes a gap
 REPLAY_BATCH = 500
 _MISSING: Any = object()
@@ -150,6 +167,7 @@ class Group:
         engine = self.engine
         frames: dict[bytes, bytes] = {}  # one payload (no variants): the frame per operation-id prefix
         sent = 0
+        budget = YIELD_EVERY_BUSY if PRESSURE.requests else YIELD_EVERY  # sends before the next yield
         for sub in self.snapshot():
             if not sub.active:
                 continue
@@ -201,10 +219,12 @@ class Group:
                 engine.shed(sub)
                 continue
             sent += 1
-            if sent % YIELD_EVERY == 0:
+            budget -= 1
+            if not budget:
                 engine.deliveries += sent
                 sent = 0
-                await asyncio.sleep(0)
+                await _pause()
+                budget = YIELD_EVERY_BUSY if PRESSURE.requests else YIELD_EVERY
         engine.deliveries += sent
 
     def _passed(self, sub: Subscriber, pos: int) -> None:
