@@ -24,11 +24,8 @@ start_server = wsclient.start_server
 live_server = wsclient.live_server
 
 START_DIRECT = "mutation($u: ID!) { startDirectConversation(userId: $u) { id eventCursor } }"
-CREATE_GROUP = (
-    "mutation($n: String!, $m: [ID!]) { createGroup(input: {name: $n, memberIds: $m}) "
-    "{ id conversation { id eventCursor } } }"
-)
-SEND = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
+CREATE_GROUP = wsclient.CREATE_GROUP
+SEND = wsclient.SEND
 EVENTS = (
     "subscription($c: ID!, $a: String) { messageEvents(conversationId: $c, after: $a) { kind cursor message "
     "{ id body sender { username displayName } conversation { id } mentions { id } editHistory { body } } } }"
@@ -37,9 +34,7 @@ TYPING = "subscription($c: ID!) { typing(conversationId: $c) { isTyping } }"
 READ_STATE = "subscription($c: ID!) { readStateChanged(conversationId: $c) { readAt } }"
 
 
-async def group(server: LiveServer, owner: factories.TestUser, *members: factories.TestUser) -> dict[str, Any]:
-    data = await server.gql(CREATE_GROUP, {"n": "g", "m": [m.gid for m in members]}, token=owner.token)
-    return dict(data["createGroup"])
+group = wsclient.create_group
 
 
 async def send(server: LiveServer, user: factories.TestUser, cid: str, body: str) -> str:

@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 from realtime.events import Publisher
-from tests import factories
 from tests.realtime import wsclient
 from tests.realtime.wsclient import LiveServer, StartServer
 
@@ -28,13 +27,10 @@ ws_backend = wsclient.ws_backend
 start_server = wsclient.start_server
 live_server = wsclient.live_server
 
-CREATE_GROUP = (
-    "mutation($n: String!, $m: [ID!]) { createGroup(input: {name: $n, memberIds: $m}) "
-    "{ id conversation { id eventCursor } } }"
-)
-REMOVE = "mutation($g: ID!, $u: ID!) { removeGroupMember(groupId: $g, userId: $u) { id } }"
+CREATE_GROUP = wsclient.CREATE_GROUP
+REMOVE = wsclient.REMOVE
 LEAVE = "mutation($g: ID!) { leaveGroup(groupId: $g) }"
-SEND = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
+SEND = wsclient.SEND
 CURSOR = "query($c: ID!) { conversation(id: $c) { eventCursor } }"
 EVENTS = (
     "subscription($c: ID!, $a: String) { messageEvents(conversationId: $c, after: $a) "
@@ -56,9 +52,7 @@ class HeldMembership(Publisher):
         await super().membership_changed(*args, **kwargs)
 
 
-async def group(server: LiveServer, owner: factories.TestUser, *members: factories.TestUser) -> dict[str, Any]:
-    data = await server.gql(CREATE_GROUP, {"n": "g", "m": [m.gid for m in members]}, token=owner.token)
-    return dict(data["createGroup"])
+group = wsclient.create_group
 
 
 def position(cursor: str) -> int:

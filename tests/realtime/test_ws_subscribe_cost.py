@@ -24,13 +24,10 @@ ws_backend = wsclient.ws_backend
 start_server = wsclient.start_server
 live_server = wsclient.live_server
 
-CREATE_GROUP = (
-    "mutation($n: String!, $m: [ID!]) { createGroup(input: {name: $n, memberIds: $m}) "
-    "{ id conversation { id eventCursor } } }"
-)
+CREATE_GROUP = wsclient.CREATE_GROUP
 ADD = "mutation($g: ID!, $u: [ID!]!) { addGroupMembers(groupId: $g, userIds: $u) { id } }"
-REMOVE = "mutation($g: ID!, $u: ID!) { removeGroupMember(groupId: $g, userId: $u) { id } }"
-SEND = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
+REMOVE = wsclient.REMOVE
+SEND = wsclient.SEND
 EVENTS = (
     "subscription($c: ID!, $a: String) { messageEvents(conversationId: $c, after: $a) "
     "{ kind cursor message { body } } }"
@@ -42,9 +39,7 @@ def statements(server: LiveServer) -> Any:
     return factories.recorded_statements(server.services.db)
 
 
-async def group(server: LiveServer, owner: factories.TestUser, *members: factories.TestUser) -> dict[str, Any]:
-    data = await server.gql(CREATE_GROUP, {"n": "g", "m": [m.gid for m in members]}, token=owner.token)
-    return dict(data["createGroup"])
+group = wsclient.create_group
 
 
 def feed_state(server: LiveServer, cid: str) -> Any:

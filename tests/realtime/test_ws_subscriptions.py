@@ -19,10 +19,7 @@ start_server = wsclient.start_server
 live_server = wsclient.live_server
 
 START_DIRECT = "mutation($u: ID!) { startDirectConversation(userId: $u) { id eventCursor } }"
-CREATE_GROUP = (
-    "mutation($n: String!, $m: [ID!]) { createGroup(input: {name: $n, memberIds: $m}) "
-    "{ id conversation { id eventCursor } } }"
-)
+CREATE_GROUP = wsclient.CREATE_GROUP
 REMOVE_MEMBER = "mutation($g: ID!, $u: ID!) { removeGroupMember(groupId: $g, userId: $u) { id } }"
 SEND = (
     "mutation($c: ID!, $b: String!, $k: String) "
@@ -53,9 +50,7 @@ async def direct(server: LiveServer, a: factories.TestUser, b: factories.TestUse
     return dict(data["startDirectConversation"])
 
 
-async def group(server: LiveServer, owner: factories.TestUser, *members: factories.TestUser) -> dict[str, Any]:
-    data = await server.gql(CREATE_GROUP, {"n": "g", "m": [m.gid for m in members]}, token=owner.token)
-    return dict(data["createGroup"])
+group = wsclient.create_group
 
 
 async def send(

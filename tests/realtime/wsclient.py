@@ -395,3 +395,19 @@ async def spawn_instance(env: dict[str, str], data_dir: Path) -> Instance:
                 instance.stop()
                 raise RuntimeError(f"instance did not become ready: {instance.log()}")
             await asyncio.sleep(0.05)
+
+
+# ------------------------------------------------------------ operations the realtime tests share
+
+CREATE_GROUP = (
+    "mutation($n: String!, $m: [ID!]) { createGroup(input: {name: $n, memberIds: $m}) "
+    "{ id conversation { id eventCursor } } }"
+)
+SEND = "mutation($c: ID!, $b: String!) { sendMessage(input: {conversationId: $c, body: $b}) { id } }"
+REMOVE = "mutation($g: ID!, $u: ID!) { removeGroupMember(groupId: $g, userId: $u) { id } }"
+
+
+async def create_group(server: Any, owner: Any, *members: Any) -> dict[str, Any]:
+    """A group of `owner` with `members` (TestUsers), through the API: its id and conversation."""
+    data = await server.gql(CREATE_GROUP, {"n": "g", "m": [m.gid for m in members]}, token=owner.token)
+    return dict(data["createGroup"])
