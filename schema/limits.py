@@ -332,12 +332,12 @@ class LimitCache:
     ) -> list[GraphQLError]:
         names = self._page_vars.get(query)
         if names is None:
-            names = _page_variables(document)
+            names = page_variables(document)
             self._remember(self._page_vars, query, names)
         values = variables or {}
         key = (
             query,
-            tuple(_hashable(values.get(name)) for name in names),
+            tuple(hashable_value(values.get(name)) for name in names),
             self.settings.flag("introspection_enabled"),
         )
         found = self._verdicts.get(key)
@@ -361,7 +361,7 @@ class LimitCache:
 MAX_LIMIT_CACHE_QUERY_CHARS = 32_768
 
 
-def _hashable(value: Any) -> Any:
+def hashable_value(value: Any) -> Any:
     """A page-size variable's value as a cache key part (ints as they are; anything else
     by its repr with its type, so 1 and "1" differ)."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -369,7 +369,7 @@ def _hashable(value: Any) -> Any:
     return (type(value).__name__, repr(value))
 
 
-def _page_variables(document: DocumentNode) -> tuple[str, ...]:
+def page_variables(document: DocumentNode) -> tuple[str, ...]:
     """Names of the variables passed to a `first`/`last` argument anywhere in `document`."""
     names: set[str] = set()
     pending: list[SelectionSetNode] = [

@@ -35,18 +35,18 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import DocumentNode, FieldNode, GraphQLError, VariableNode, parse, specified_rules, validate
-from graphql.language import Visitor, visit
+from graphql import DocumentNode, GraphQLError, parse, specified_rules, validate
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
+
+from schema.limits import hashable_value, page_variables
 
 STATIC_RULES = frozenset(specified_rules)
 STRAWBERRY_RULES = (MaybeNullValidationRule, OneOfInputValidationRule)  # what validate_document appends
 MAX_ENTRIES = 1024
 MAX_QUERY_CHARS = 32_768
 
-PAGE_ARGS = ("first", "last")  # as schema.limits.PAGE_ARGS (the cost rule's variable inputs)
 
 # (schema id, query, static rules) -> names of the variables given to page arguments
 _passed: OrderedDict[tuple[Any, ...], tuple[str, ...]] = OrderedDict()
@@ -59,24 +59,6 @@ def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
     cache[key] = value
     if len(cache) > MAX_ENTRIES:
         cache.popitem(last=False)
-
-
-class _PageVariables(Visitor):
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: dict[str, None] = {}
-
-    def enter_field(self, node: FieldNode, *_: Any) -> None:
-        for arg in node.arguments or ():
-            if arg.name.value in PAGE_ARGS and isinstance(arg.value, VariableNode):
-                self.names[arg.value.name.value] = None
-
-
-def page_variables(document: DocumentNode) -> tuple[str, ...]:
-    """Names of the variables passed to `first` / `last` anywhere in the document."""
-    visitor = _PageVariables()
-    visit(document, visitor)
-    return tuple(visitor.names)
 
 
 class CachedValidation(SchemaExtension):
@@ -131,12 +113,8 @@ class CachedValidation(SchemaExtension):
         dynamic: tuple[Any, ...],
     ) -> list[Any]:
         variables = self.execution_context.variables or {}
-        values = tuple((type(v).__name__, v) for v in (variables.get(name) for name in page_vars))
-        try:
-            limits_key = (key, tuple(r.__qualname__ for r in dynamic), values)
-            hash(limits_key)
-        except TypeError:  # an unhashable page value (a list...): just validate
-            return list(validate(schema, document, dynamic))
+        values = tuple(hashable_value(variables.get(name)) for name in page_vars)
+        limits_key = (key, tuple(r.__qualname__ for r in dynamic), values)
         if limits_key in _limits_passed:
             _limits_passed.move_to_end(limits_key)
             return []
