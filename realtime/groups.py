@@ -172,17 +172,7 @@ class Group:
             if not sub.active:
                 continue
             if positioned:
-                if sub.filling:
-                    if pos > sub.target:
-                        sub.target = pos
-                    continue
-                assert sub.pos is not None
-                if pos <= sub.pos:
-                    continue  # already delivered (replayed, or a duplicate)
-                if pos != sub.pos + 1:
-                    sub.filling = True  # a jump: fill from the database first
-                    sub.target = pos
-                    self.start_fill()
+                if not self._next_for(sub, pos):
                     continue
             elif not sub.ready:
                 continue
@@ -232,19 +222,26 @@ class Group:
         counts as handled in order, like a delivery, so the next message must follow it
         (a message that overtook it on the way is a jump: filled from the database,
         where access is checked again first)."""
+        if self._next_for(sub, pos):
+            sub.pos = pos
+
+    def _next_for(self, sub: Subscriber, pos: int) -> bool:
+        """Whether `pos` is the position `sub` takes next. Otherwise: while it fills from
+        the database the position only raises its target; one already delivered
+        (replayed, or a duplicate) is ignored; a jump starts a fill from the database."""
         if sub.filling:
             if pos > sub.target:
                 sub.target = pos
-            return
+            return False
         assert sub.pos is not None
         if pos <= sub.pos:
-            return
-        if pos == sub.pos + 1:
-            sub.pos = pos
-            return
-        sub.filling = True
-        sub.target = pos
-        self.start_fill()
+            return False
+        if pos != sub.pos + 1:
+            sub.filling = True
+            sub.target = pos
+            self.start_fill()
+            return False
+        return True
 
     def on_gap(self) -> None:
         """The hub may have lost events: positioned subscribers fill from the database,
